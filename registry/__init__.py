@@ -1,0 +1,1 @@
+"""The butler: SQLAlchemy registry, fsspec datastore, formatters and raw ingest."""
