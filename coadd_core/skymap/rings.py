@@ -23,6 +23,10 @@ __all__ = ["RingsSkyMap", "RingInnerRegion", "ring_tract_counts"]
 
 _TWO_PI = 2.0 * math.pi
 
+_REGION_PAD = 1e-10
+"""Radians added around each inner sky box so that float rounding at band edges never
+leaves out a position ``find_tract`` assigns to the tract (1e-10 rad ~ 1e-4 px)."""
+
 
 def ring_tract_counts(num_rings: int) -> np.ndarray:
     """Tracts per ring, ``int(2 pi cos(d) / ringSize) + 1`` with d the ring edge nearer the equator."""
@@ -72,6 +76,10 @@ class RingInnerRegion:
 
     @property
     def sky_region(self) -> sphgeom.Box:
+        """The band (or cap) as a sphgeom box, padded by ``_REGION_PAD``."""
+        return self._exact_box().dilatedBy(sphgeom.Angle(_REGION_PAD))
+
+    def _exact_box(self) -> sphgeom.Box:
         half = 0.5 * math.pi
         if self.ring == -1:
             lat = sphgeom.AngleInterval.fromRadians(-half, -half + 0.5 * self.ring_size)
