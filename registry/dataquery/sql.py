@@ -54,7 +54,8 @@ def sql_kind(type_: TypeEngine[Any]) -> Kind | None:
         return "boolean"
     if isinstance(type_, sa.Integer):
         return "integer"
-    if isinstance(type_, sa.Numeric):
+    # Float is not a Numeric subclass in every SQLAlchemy release, so name both.
+    if isinstance(type_, (sa.Numeric, sa.Float)):
         return "float"
     if isinstance(type_, sa.String):
         return "string"
