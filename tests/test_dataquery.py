@@ -156,7 +156,8 @@ def test_literal_on_the_left_and_key_to_key_comparisons() -> None:
     assert parse("5 < detector") == Comparison("<", Literal(5), Identifier("detector"))
     assert evaluate(parse("5 < detector"), {"detector": 6})
     assert evaluate(parse("visit >= exposure"), {"visit": 3, "exposure": 3})
-    assert evaluate(parse("1 = 1")) if False else evaluate(parse("1 = 1"), {})
+    assert evaluate(parse("1 = 1"), {})
+    assert not evaluate(parse("'a' > 'b'"), {})
 
 
 def test_in_and_not_in() -> None:
@@ -326,6 +327,7 @@ SYNTAX_ERRORS: list[tuple[str, int, str]] = [
     ("band = AND visit = 1", 7, "expected a value after '=', found 'AND'"),
     ("band", 4, "expected a comparison operator or IN after 'band'"),
     ("band 'r'", 5, "expected a comparison operator or IN after 'band'"),
+    ("-5 visit", 3, "expected a comparison operator or IN after '-5'"),
     ("band = 'r' visit = 1", 11, "expected AND, OR or end of query"),
     ("a < b < c", 6, "comparisons cannot be chained"),
     ("a NOT = 1", 6, "expected IN after NOT"),
@@ -419,7 +421,9 @@ QUERY_PIECES = st.sampled_from(
 
 
 @SETTINGS
-@given(st.one_of(st.lists(QUERY_PIECES, max_size=12).map(" ".join), st.lists(QUERY_PIECES).map("".join), st.text()))
+@given(
+    st.one_of(st.lists(QUERY_PIECES, max_size=12).map(" ".join), st.lists(QUERY_PIECES).map("".join), st.text())
+)
 def test_parse_either_succeeds_or_raises_a_located_syntax_error(text: str) -> None:
     try:
         node = parse(text)
@@ -468,7 +472,7 @@ def test_evaluate_dotted_keys_flat_or_nested() -> None:
     ],
 )
 def test_evaluate_type_errors(text: str, data_id: Mapping[str, Any], fragment: str) -> None:
-    with pytest.raises(DataQueryTypeError, match=None) as caught:
+    with pytest.raises(DataQueryTypeError) as caught:
         evaluate(parse(text), data_id)
     assert isinstance(caught.value, ValueError)
     assert fragment in str(caught.value)
@@ -522,9 +526,8 @@ def _is_keyword(name: str) -> bool:
     return name.upper() in KEYWORDS
 
 
-NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}(\.[A-Za-z_][A-Za-z0-9_]{0,6}){0,2}", fullmatch=True).filter(
-    lambda name: "." in name or not _is_keyword(name)
-)
+NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}(\.[A-Za-z_][A-Za-z0-9_]{0,6}){0,2}", fullmatch=True)
+NAMES = NAMES.filter(lambda name: "." in name or not _is_keyword(name))
 ANY_LITERALS = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
@@ -714,14 +717,14 @@ SQL_QUERIES = [
     "exposure NOT IN (1000..1055:7, 1001)",
     "exposure.day_obs >= 20240105",
     "day_obs = 20240103 AND NOT science = TRUE",
-    "science AND TRUE = TRUE" if False else "science = FALSE OR seeing > 1.2",
+    "science = FALSE OR seeing > 1.2",
     "seeing < 1.0",
     "NOT seeing < 1.0",
-    "seeing IN (0.6, 0.7) OR seeing IS_NULL = 1" if False else "seeing IN (0.6, 0.7)",
+    "seeing IN (0.6, 0.7)",
     "seeing NOT IN (0.6, 0.7)",
     "detector < 3.5 AND detector >= 1",
     "5 < detector",
-    "exposure - 1000 = detector" if False else "exposure > detector",
+    "exposure > detector",
     "seeing > detector",
     "band = instrument",
     "band <> 'r' AND band < 'u'",
@@ -817,6 +820,18 @@ def test_unknown_key_in_sql_lists_known_keys() -> None:
         to_sqlalchemy(parse("visit = 1"), resolve)
 
 
+def test_column_collection_as_resolver() -> None:
+    assert str(to_sqlalchemy(parse("band = 'r'"), RAW.c).compile()) == "raw.band = :param_1"
+    with pytest.raises(UnknownKeyError, match="known keys: band, day_obs, detector, exposure, id, "):
+        to_sqlalchemy(parse("visit = 1"), RAW.c)
+
+
+def test_unknown_key_error_survives_pickling() -> None:
+    error = UnknownKeyError("visit", ["band", "exposure"])
+    clone = pickle.loads(pickle.dumps(error))
+    assert (clone.key, clone.known, str(clone)) == ("visit", ("band", "exposure"), str(error))
+
+
 def test_plain_key_error_from_a_resolver_becomes_unknown_key() -> None:
     resolve: Callable[[str], Any] = RAW.c.__getitem__
     assert str(to_sqlalchemy(parse("band = 'r'"), resolve).compile()) == "raw.band = :param_1"
@@ -891,7 +906,10 @@ def test_injected_looking_band_matches_only_its_own_row(engine: sa.Engine) -> No
     ("text", "values"),
     [
         ("band = 'r''; DROP TABLE raw; --'", [INJECTED, "DROP"]),
-        ("instrument = 'MegaPrime' AND exposure IN (987654, 123123..123199:3)", ["MegaPrime", 987654, 123123, 123199]),
+        (
+            "instrument = 'MegaPrime' AND exposure IN (987654, 123123..123199:3)",
+            ["MegaPrime", 987654, 123123, 123199],
+        ),
         ("seeing < 0.123456 OR detector >= 424242", [0.123456, 424242]),
         ("science = TRUE AND band NOT IN ('zzz', 'qqq')", ["zzz", "qqq", "true", "TRUE"]),
         ("4242 < detector", [4242]),

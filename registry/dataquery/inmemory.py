@@ -13,9 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import DataQueryTypeError, UnknownKeyError
-from .formatter import format_literal
-from .kinds import Kind, compatible, describe, value_kind
-from .nodes import And, Comparison, Identifier, In, Literal, MatchAll, Node, Not, Operand, Or, Range, identifiers
+from .kinds import compatible, describe_operand, value_kind
+from .nodes import And, Comparison, Identifier, In, MatchAll, Node, Not, Operand, Or, Range, identifiers
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
@@ -50,13 +49,6 @@ def lookup(data_id: Mapping[str, Any], name: str) -> Any:
     if value is _MISSING:
         raise UnknownKeyError(name, (str(key) for key in data_id))
     return value
-
-
-def describe_operand(operand: Operand, kind: Kind) -> str:
-    """``key 'band' (a string)`` or ``the integer 3``, for type error messages."""
-    if isinstance(operand, Identifier):
-        return f"key {operand.name!r} ({describe(kind)})"
-    return f"{describe(kind)} {format_literal(operand)}"
 
 
 class _Evaluator:
@@ -107,7 +99,9 @@ class _Evaluator:
         try:
             return bool(_OPERATORS[node.op](left, right))
         except TypeError as error:
-            raise DataQueryTypeError(f"cannot evaluate {node.op!r} between {left!r} and {right!r}: {error}") from None
+            raise DataQueryTypeError(
+                f"cannot evaluate {node.op!r} between {left!r} and {right!r}: {error}"
+            ) from None
 
     def membership(self, node: In) -> bool | None:
         value = self.operand(node.operand)
@@ -119,7 +113,9 @@ class _Evaluator:
             if isinstance(item, Range):
                 if kind != "integer":
                     where = describe_operand(node.operand, kind) if kind else repr(value)
-                    raise DataQueryTypeError(f"a range such as {item.start}..{item.stop} needs an integer, not {where}")
+                    raise DataQueryTypeError(
+                        f"a range such as {item.start}..{item.stop} needs an integer, not {where}"
+                    )
                 found = found or value in item
             else:
                 item_kind = value_kind(item.value)

@@ -12,6 +12,9 @@ from typing import Any
 from typing import Literal as TypingLiteral
 from typing import TypeAlias
 
+from .formatter import format_literal
+from .nodes import Identifier, Operand
+
 Kind: TypeAlias = TypingLiteral["integer", "float", "string", "boolean"]
 
 _ARTICLE: dict[str, str] = {
@@ -47,3 +50,10 @@ def compatible(a: Kind | None, b: Kind | None) -> bool:
 def describe(kind: Kind) -> str:
     """Kind with its article, for error messages."""
     return _ARTICLE[kind]
+
+
+def describe_operand(operand: Operand, kind: Kind) -> str:
+    """``key 'band' (a string)`` or ``an integer 3``, for type error messages."""
+    if isinstance(operand, Identifier):
+        return f"key {operand.name!r} ({describe(kind)})"
+    return f"{describe(kind)} {format_literal(operand)}"

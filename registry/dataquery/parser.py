@@ -129,7 +129,7 @@ class _Parser:
             return self.group()
         if token.type is TokenType.NAME or token.type in _VALUE_START:
             left = self.operand()
-            return self.condition(left)
+            return self.condition(left, token.column)
         self.fail(f"expected a condition{self.after()}, {self.found()}")
 
     def group(self) -> Node:
@@ -143,8 +143,9 @@ class _Parser:
         self.depth -= 1
         return node
 
-    def condition(self, left: Operand) -> Node:
-        described = self.previous.text if self.previous is not None else ""
+    def condition(self, left: Operand, start: int) -> Node:
+        last = self.tokens[self.index - 1]
+        described = self.query[start : last.column + len(last.text)]
         token = self.current
         if token.type is TokenType.OP:
             self.advance()

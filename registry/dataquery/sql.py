@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import sqlalchemy as sa
+from sqlalchemy.sql.base import ColumnCollection
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeEngine
 
 from .errors import DataQueryTypeError, UnknownKeyError
-from .inmemory import describe_operand
-from .kinds import Kind, compatible, describe, value_kind
-from .nodes import And, Comparison, Identifier, In, Literal, MatchAll, Node, Not, Operand, Or, Range
+from .kinds import Kind, compatible, describe_operand, value_kind
+from .nodes import And, Comparison, Identifier, In, MatchAll, Node, Not, Operand, Or, Range
 
 Resolver: TypeAlias = Callable[[str], ColumnElement[Any]]
 
@@ -163,13 +163,14 @@ class _Compiler:
 
 
 def to_sqlalchemy(
-    node: Node, resolve: Resolver | Mapping[str, ColumnElement[Any]]
+    node: Node,
+    resolve: Resolver | Mapping[str, ColumnElement[Any]] | ColumnCollection[str, Any],
 ) -> ColumnElement[bool]:
     """SQLAlchemy Core condition equivalent to ``node``, for use in ``select().where()``.
 
-    ``resolve`` maps each key to its column, either as a callable (which may raise
-    ``KeyError`` for unknown keys) or as a mapping from key to column. An empty query
-    compiles to ``true()``.
+    ``resolve`` maps each key to its column: a callable (which may raise ``KeyError``
+    for unknown keys), a mapping from key to column, or a column collection such as
+    ``table.c``. An empty query compiles to ``true()``.
 
     Raises
     ------
@@ -179,6 +180,8 @@ def to_sqlalchemy(
         If a column of known type is compared with a constant of another kind, or a
         range is used against a non-integer column.
     """
-    if isinstance(resolve, Mapping):
+    if isinstance(resolve, ColumnCollection):
+        resolve = resolver_from_columns({key: resolve[key] for key in resolve.keys()})
+    elif isinstance(resolve, Mapping):
         resolve = resolver_from_columns(resolve)
     return _Compiler(resolve).run(node)
