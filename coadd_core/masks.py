@@ -136,8 +136,9 @@ class MaskPlanes(Mapping[str, PlaneInfo]):
         return len(self._planes)
 
     def __eq__(self, other: object) -> bool:
+        """Same names at the same bits; descriptions are documentation and not compared."""
         if isinstance(other, MaskPlanes):
-            return self._planes == other._planes
+            return self.bits() == other.bits()
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
@@ -147,6 +148,10 @@ class MaskPlanes(Mapping[str, PlaneInfo]):
         return f"MaskPlanes({inner})"
 
     # -- queries -----------------------------------------------------------------------
+    def bits(self) -> dict[str, int]:
+        """Plain ``{name: bit}`` dictionary."""
+        return {n: p.bit for n, p in self._planes.items()}
+
     def bits_used(self) -> set[int]:
         return {p.bit for p in self._planes.values()}
 
