@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -44,6 +45,10 @@ def _expected_ring_counts(num_rings: int) -> list[int]:
     return counts
 
 
+def _vec(ra: float, dec: float) -> sphgeom.UnitVector3d:
+    return sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(ra, dec))
+
+
 def _pixel_of(tract: TractInfo, ra: float, dec: float) -> tuple[int, int]:
     x, y = tract.sky_to_pixel([ra, dec])
     return int(np.floor(float(x) + 0.5)), int(np.floor(float(y) + 0.5))
@@ -81,10 +86,24 @@ def test_serialisation_round_trip_and_stable_hash(rings: RingsSkyMap) -> None:
     assert again == rings and again.config_hash == rings.config_hash
     assert rings.config_hash == "b11ff7cde2a32cd4cad60f7c7caa6b5e56ac51c7"
     assert make_skymap("rings", num_rings=119).config_hash != rings.config_hash
-    disc = make_skymap("discrete", ra_list=[214.263], dec_list=[52.082], radius_list=[0.5], projection="STG")
+    disc = make_skymap(
+        "discrete", ra_list=[214.263], dec_list=[52.082], radius_list=[0.5], projection="STG"
+    )
     back = DiscreteSkyMap.from_dict(disc.to_dict())
     assert isinstance(back, DiscreteSkyMap) and back.config_hash == disc.config_hash
     assert back[0].wcs.wcs.ctype[0] == "RA---STG"
+
+
+def test_pickle_ships_the_definition_and_tracts_rebuild_equal() -> None:
+    sky = RingsSkyMap(RingsSkyMapConfig(num_rings=20), cache_size=1)
+    first = sky[5]
+    sky[6]
+    assert sky[5] is not first and sky[5] == first  # evicted, rebuilt identically
+    clone = pickle.loads(pickle.dumps(sky))
+    assert clone == sky and clone[5] == first
+    tract = pickle.loads(pickle.dumps(first))
+    assert tract == first and tract[3] == first[3]
+    assert tract.outer_sky_polygon == first.outer_sky_polygon
 
 
 # -- rings layout ----------------------------------------------------------------------
@@ -137,10 +156,10 @@ def test_tract_wcs_and_bbox(rings: RingsSkyMap, tract_id: int) -> None:
     assert min(cx, cy) + 0.5 >= half - 1
     # Vertices: the bbox corners shrunk by 0.001 px, inside the outer polygon.
     vx, vy = tract.sky_to_pixel(tract.vertices)
-    np.testing.assert_allclose(np.sort(np.unique(np.round(vx, 6))), [-0.499, tract.bbox.x1 + 0.499], atol=1e-5)
-    np.testing.assert_allclose(np.sort(np.unique(np.round(vy, 6))), [-0.499, tract.bbox.y1 + 0.499], atol=1e-5)
+    for values, hi in ((vx, tract.bbox.x1), (vy, tract.bbox.y1)):
+        np.testing.assert_allclose(np.unique(np.round(values, 6)), [-0.499, hi + 0.499], atol=1e-5)
     poly = tract.outer_sky_polygon
-    assert all(poly.contains(sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(*v))) for v in tract.vertices)
+    assert all(poly.contains(_vec(ra, dec)) for ra, dec in tract.vertices)
 
 
 # -- patch grid ------------------------------------------------------------------------
@@ -235,7 +254,7 @@ def test_patch_polygons_contain_their_inner_centre(rings: RingsSkyMap) -> None:
         for patch in tract:
             assert patch.wcs is tract.wcs
             ra, dec = patch.inner_center_sky()
-            point = sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(ra, dec))
+            point = _vec(ra, dec)
             assert patch.inner_sky_polygon.contains(point)
             assert patch.outer_sky_polygon.contains(point)
 
@@ -249,10 +268,12 @@ def test_patch_polygons_contain_their_inner_centre(rings: RingsSkyMap) -> None:
 @example(0.0, 0.0)
 @example(180.0, 89.999)
 @example(359.9999999, -89.2)
-def test_every_position_has_one_rings_tract_and_one_patch(rings: RingsSkyMap, ra: float, dec: float) -> None:
+def test_every_position_has_one_rings_tract_and_one_patch(
+    rings: RingsSkyMap, ra: float, dec: float
+) -> None:
     tract = rings.find_tract([ra, dec])
     assert bool(tract.inner_contains([ra, dec]))
-    assert tract.inner_sky_region.contains(sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(ra, dec)))
+    assert tract.inner_sky_region.contains(_vec(ra, dec))
     assert bool(tract.contains([ra, dec]))
     px, py = _pixel_of(tract, ra, dec)
     owners = [p for p in tract if p.inner_bbox.contains_point(px, py)]
@@ -264,7 +285,9 @@ def test_every_position_has_one_rings_tract_and_one_patch(rings: RingsSkyMap, ra
 def test_rings_cover_the_sphere_vectorised(rings: RingsSkyMap) -> None:
     rng = np.random.default_rng(42)
     n = 20000
-    ra = np.concatenate([rng.uniform(0, 360, n), rng.uniform(0, 360, 500), rng.uniform(-1e-9, 1e-9, 500) % 360])
+    ra = np.concatenate(
+        [rng.uniform(0, 360, n), rng.uniform(0, 360, 500), rng.uniform(-1e-9, 1e-9, 500) % 360]
+    )
     dec = np.concatenate([
         np.degrees(np.arcsin(rng.uniform(-1, 1, n))),
         rng.choice([-1, 1], 500) * rng.uniform(88.0, 90.0, 500),
@@ -293,7 +316,9 @@ def test_inner_regions_are_unique(rings: RingsSkyMap) -> None:
 
 @FAST
 @given(st.integers(1, 18936), st.floats(0.01, 0.99), st.floats(0.01, 0.99))
-def test_points_of_an_inner_band_map_back_to_its_tract(rings: RingsSkyMap, tract_id: int, u: float, v: float) -> None:
+def test_points_of_an_inner_band_map_back_to_its_tract(
+    rings: RingsSkyMap, tract_id: int, u: float, v: float
+) -> None:
     ring, k = rings.ring_indices(tract_id)
     size = math.pi / 121
     width = 360.0 / rings.ring_counts[ring]
@@ -341,7 +366,8 @@ def test_find_tract_patch_list_includes_each_positions_patch(rings: RingsSkyMap)
     rng = np.random.default_rng(11)
     for _ in range(5):
         ra0, dec0 = rng.uniform(0, 360), rng.uniform(-85, 85)
-        pts = np.stack([ra0 + rng.uniform(-0.05, 0.05, 4), dec0 + rng.uniform(-0.05, 0.05, 4)], axis=-1)
+        offsets = rng.uniform(-0.05, 0.05, (4, 2))
+        pts = np.array([ra0, dec0]) + offsets
         found = {(t.id, p.index) for t, ps in rings.find_tract_patch_list(pts) for p in ps}
         for pt in pts:
             tract = rings.find_tract(pt)
@@ -369,7 +395,9 @@ CCD = Box.from_size(2048, 4612)
 @example(0.0, 0.0, 30.0)
 @example(359.99, -88.9, 0.0)
 @example(10.0, 89.5, 45.0)
-def test_find_overlapping_ccd_footprint_is_exact(rings: RingsSkyMap, ra: float, dec: float, rot: float) -> None:
+def test_find_overlapping_ccd_footprint_is_exact(
+    rings: RingsSkyMap, ra: float, dec: float, rot: float
+) -> None:
     wcs = _ccd_wcs(ra, dec, rot)
     footprint = sky_polygon_from_box(CCD, wcs)
     result = rings.find_overlapping((CCD, wcs))
@@ -405,7 +433,8 @@ def _default_centre_vectors() -> np.ndarray:
     ra.append(0.0)
     dec.append(math.pi / 2)
     ra_a, dec_a = np.array(ra), np.array(dec)
-    return np.stack([np.cos(dec_a) * np.cos(ra_a), np.cos(dec_a) * np.sin(ra_a), np.sin(dec_a)], axis=-1)
+    cos_dec = np.cos(dec_a)
+    return np.stack([cos_dec * np.cos(ra_a), cos_dec * np.sin(ra_a), np.sin(dec_a)], axis=-1)
 
 
 def _tracts_near(ra: float, dec: float, radius_deg: float) -> list[int]:
@@ -425,7 +454,7 @@ def test_find_overlapping_builds_only_nearby_tracts(monkeypatch: pytest.MonkeyPa
         return original(tract_id)
 
     monkeypatch.setattr(sky, "_build_tract", counting)
-    centre = sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(45.0, -30.0))
+    centre = _vec(45.0, -30.0)
     result = sky.find_overlapping(sphgeom.Circle(centre, sphgeom.Angle.fromDegrees(0.2)))
     assert 1 <= len(result) <= 4
     assert len(built) <= 12
@@ -435,7 +464,7 @@ def test_find_overlapping_builds_only_nearby_tracts(monkeypatch: pytest.MonkeyPa
 
 def test_find_overlapping_sphgeom_circle_matches_brute_force() -> None:
     sky = make_skymap("rings", num_rings=30, patch_inner_dimensions=(8000, 8000))
-    centre = sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(200.0, 60.0))
+    centre = _vec(200.0, 60.0)
     circle = sphgeom.Circle(centre, sphgeom.Angle.fromDegrees(4.0))
     found = {(t.id, p.sequential_index) for t, ps in sky.find_overlapping(circle) for p in ps}
     expected = {
@@ -480,4 +509,6 @@ def test_discrete_map_lookups() -> None:
     assert [t.id for t, _ in result] == [0, 1]
     far = _ccd_wcs(100.0, 0.0, 0.0)
     assert sky.find_overlapping((CCD, far)) == []
-    assert sky.max_patch_counts() == (max(t.num_patches[0] for t in sky), max(t.num_patches[1] for t in sky))
+    nx_max = max(t.num_patches[0] for t in sky)
+    ny_max = max(t.num_patches[1] for t in sky)
+    assert sky.max_patch_counts() == (nx_max, ny_max)

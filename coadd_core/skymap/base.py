@@ -48,7 +48,9 @@ class BaseSkyMap(ABC):
 
     def __init__(self, config: SkyMapConfig, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config)!r}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config)!r}"
+            )
         self._config = config
         self._cache: OrderedDict[int, TractInfo] = OrderedDict()
         self._cache_size = max(int(cache_size), 1)
@@ -176,6 +178,10 @@ class BaseSkyMap(ABC):
 
     def __hash__(self) -> int:
         return hash((self.kind, self._config))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ship the definition only: tracts rebuild lazily wherever the map is unpickled.
+        return (type(self), (self._config, self._cache_size))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._config!r})"

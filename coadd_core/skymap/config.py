@@ -40,7 +40,9 @@ class SkyMapConfig(BaseModel):
     @model_validator(mode="after")
     def _check_patch_dimensions(self) -> "SkyMapConfig":
         if min(self.patch_inner_dimensions) <= 0:
-            raise ValueError(f"patch_inner_dimensions must be positive: {self.patch_inner_dimensions}")
+            raise ValueError(
+                f"patch_inner_dimensions must be positive: {self.patch_inner_dimensions}"
+            )
         return self
 
 
@@ -49,7 +51,10 @@ class RingsSkyMapConfig(SkyMapConfig):
 
     num_rings: int = Field(120, gt=0, description="Number of declination rings; LSST numRings.")
     ra_start: float = Field(
-        0.0, ge=0.0, lt=360.0, description="RA of the first tract centre of each ring (deg); LSST raStart."
+        0.0,
+        ge=0.0,
+        lt=360.0,
+        description="RA of the first tract centre of each ring (deg); LSST raStart.",
     )
 
 

@@ -39,9 +39,8 @@ class DiscreteSkyMap(BaseSkyMap):
 
     def _build_tract(self, tract_id: int) -> TractInfo:
         cfg = self.config
-        return TractInfo(
-            tract_id, float(self._ra[tract_id]), float(self._dec[tract_id]), cfg.radius_list[tract_id], cfg
-        )
+        ra, dec = float(self._ra[tract_id]), float(self._dec[tract_id])
+        return TractInfo(tract_id, ra, dec, cfg.radius_list[tract_id], cfg)
 
     def find_tract_ids(self, coords: CoordLike) -> np.ndarray:
         """Tract with the nearest centre (lowest id on ties); it need not contain the position."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.wcs import WCS
@@ -12,6 +13,9 @@ from lsst import sphgeom
 from coadd_core.geom import Box
 
 from ._sky import sky_polygon_from_box
+
+if TYPE_CHECKING:
+    from .tract import TractInfo
 
 __all__ = ["PatchInfo"]
 
@@ -23,7 +27,8 @@ class PatchInfo:
     The inner boxes of a tract's patches tile it exactly, so each sky position belongs to
     one patch; the outer box adds ``patch_border`` pixels (clipped to the tract) so that
     neighbouring coadds overlap. Both boxes are in the tract's pixel frame and share the
-    tract WCS.
+    tract WCS. A patch refers to its tract rather than holding a WCS copy, so pickling it
+    ships the tract definition and the WCS is rebuilt bit-for-bit on the other side.
     """
 
     tract_id: int
@@ -31,11 +36,18 @@ class PatchInfo:
     sequential_index: int
     inner_bbox: Box
     outer_bbox: Box
-    wcs: WCS = field(compare=False, repr=False)
+    tract: "TractInfo" = field(compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.outer_bbox.contains(self.inner_bbox):
-            raise ValueError(f"outer box {self.outer_bbox} does not contain inner box {self.inner_bbox}")
+            raise ValueError(
+                f"outer box {self.outer_bbox} does not contain inner box {self.inner_bbox}"
+            )
+
+    @property
+    def wcs(self) -> WCS:
+        """The tract WCS (shared; treat as read-only)."""
+        return self.tract.wcs
 
     @cached_property
     def inner_sky_polygon(self) -> sphgeom.ConvexPolygon:

@@ -29,7 +29,7 @@ leaves out a position ``find_tract`` assigns to the tract (1e-10 rad ~ 1e-4 px).
 
 
 def ring_tract_counts(num_rings: int) -> np.ndarray:
-    """Tracts per ring, ``int(2 pi cos(d) / ringSize) + 1`` with d the ring edge nearer the equator."""
+    """Tracts per ring: ``int(2 pi cos(d) / ringSize) + 1``, d = ring edge nearer the equator."""
     ring_size = math.pi / (num_rings + 1)
     counts = []
     for r in range(num_rings):
@@ -106,7 +106,9 @@ class RingsSkyMap(BaseSkyMap):
     kind = "rings"
     config_class = RingsSkyMapConfig
 
-    def __init__(self, config: RingsSkyMapConfig | None = None, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self, config: RingsSkyMapConfig | None = None, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         super().__init__(config if config is not None else RingsSkyMapConfig(), cache_size)
         cfg = self.config
         self._num_rings = cfg.num_rings
@@ -189,7 +191,7 @@ class RingsSkyMap(BaseSkyMap):
         return ids
 
     def _patch_list_tract_ids(self, ra: np.ndarray, dec: np.ndarray) -> list[int]:
-        """Tracts whose bbox holds a position, searched in neighbouring rings (LSST findAllTracts)."""
+        """Tracts whose bbox holds a position, searched in adjacent rings (LSST findAllTracts)."""
         ra_rad, dec_rad = np.radians(ra), np.radians(dec)
         base_ring = _ring_of_dec(dec_rad, self._ring_size, self._num_rings)
         candidates = {0, self._num_tracts - 1}

@@ -55,7 +55,11 @@ class InnerRegion(Protocol):
 
 
 def make_tract_wcs(
-    ra_deg: float, dec_deg: float, crpix: tuple[float, float], pixel_scale_arcsec: float, projection: str
+    ra_deg: float,
+    dec_deg: float,
+    crpix: tuple[float, float],
+    pixel_scale_arcsec: float,
+    projection: str,
 ) -> WCS:
     """Tract WCS: CRVAL at the centre, CD = [[-s, 0], [0, s]] (RA to -x, north up).
 
@@ -135,7 +139,8 @@ class TractInfo:
         self._radius = float(radius)
         self._config = config
         self._inner_region = inner_region
-        self._patch_dims = (int(config.patch_inner_dimensions[0]), int(config.patch_inner_dimensions[1]))
+        dims = config.patch_inner_dimensions
+        self._patch_dims = (int(dims[0]), int(dims[1]))
         self._border = int(config.patch_border)
         self._bbox, self._num_patches, self._wcs = self._layout()
         log.debug("built tract %d: %s, %s patches", self._id, self._bbox, self._num_patches)
@@ -145,10 +150,13 @@ class TractInfo:
         cfg = self._config
         ra, dec = self._ctr
         initial = make_tract_wcs(ra, dec, (0.0, 0.0), cfg.pixel_scale, cfg.projection)
-        pra, pdec = offset_points(ra, dec, np.array([0.0, 90.0, 180.0, 270.0]), self._radius + cfg.tract_overlap)
+        bearings = np.array([0.0, 90.0, 180.0, 270.0])
+        pra, pdec = offset_points(ra, dec, bearings, self._radius + cfg.tract_overlap)
         px, py = initial.wcs_world2pix(pra, pdec, 0)
         if not (np.all(np.isfinite(px)) and np.all(np.isfinite(py))):
-            raise ValueError(f"tract {self._id}: radius {self._radius} deg is too large for {cfg.projection}")
+            raise ValueError(
+                f"tract {self._id}: radius {self._radius} deg is too large for {cfg.projection}"
+            )
         mins: list[int] = []
         counts: list[int] = []
         for values, inner in ((px, self._patch_dims[0]), (py, self._patch_dims[1])):
@@ -159,7 +167,8 @@ class TractInfo:
             mins.append(lo)
             counts.append(num)
         bbox = Box.from_size(counts[0] * self._patch_dims[0], counts[1] * self._patch_dims[1])
-        wcs = make_tract_wcs(ra, dec, (float(-mins[0]), float(-mins[1])), cfg.pixel_scale, cfg.projection)
+        crpix = (float(-mins[0]), float(-mins[1]))
+        wcs = make_tract_wcs(ra, dec, crpix, cfg.pixel_scale, cfg.projection)
         return bbox, (counts[0], counts[1]), wcs
 
     # -- basic properties -------------------------------------------------------------
@@ -237,7 +246,7 @@ class TractInfo:
 
     @cached_property
     def inner_sky_region(self) -> sphgeom.Region:
-        """The uniquely owned region: a RA/Dec box for rings tracts, the vertex polygon otherwise."""
+        """Uniquely owned region: an RA/Dec box for rings tracts, else the vertex polygon."""
         if self._inner_region is None:
             return self.vertex_polygon
         return self._inner_region.sky_region
@@ -266,7 +275,9 @@ class TractInfo:
         y = np.where(far, np.nan, y)
         return x, y
 
-    def _nearest_pixels(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _nearest_pixels(
+        self, ra: np.ndarray, dec: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nearest integer pixels and a mask of those inside the bbox (afw ``Point2I(Point2D)``)."""
         x, y = self._world_to_pixel(ra, dec)
         ok = np.isfinite(x) & np.isfinite(y)
@@ -320,7 +331,9 @@ class TractInfo:
         x, y = int(index[0]), int(index[1])
         nx, ny = self._num_patches
         if not (0 <= x < nx and 0 <= y < ny):
-            raise IndexError(f"patch index {(x, y)} is not in [0-{nx - 1}, 0-{ny - 1}] for tract {self._id}")
+            raise IndexError(
+                f"patch index {(x, y)} is not in [0-{nx - 1}, 0-{ny - 1}] for tract {self._id}"
+            )
         return x, y
 
     def get_patch_info(self, index: int | tuple[int, int]) -> PatchInfo:
@@ -338,11 +351,11 @@ class TractInfo:
             sequential_index=self._num_patches[0] * y + x,
             inner_bbox=inner,
             outer_bbox=outer,
-            wcs=self._wcs,
+            tract=self,
         )
 
     def find_patch_indices(self, coords: CoordLike) -> tuple[np.ndarray, np.ndarray]:
-        """Vectorised patch ``(x, y)`` indices whose inner box holds each position; -1 off the tract."""
+        """Vectorised patch ``(x, y)`` of the inner box holding each position; -1 off the tract."""
         ra, dec, shape = radec_deg(coords)
         ix, iy, inside = self._nearest_pixels(ra, dec)
         px = np.where(inside, ix // self._patch_dims[0], -1)
@@ -422,6 +435,23 @@ class TractInfo:
             if patch.outer_sky_polygon.overlaps(sky_region) is not False:
                 result.append(patch)
         return result
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuild from the definition: a pickled astropy WCS goes through a FITS header
+        # and comes back differing in the last bits, which would break reproducibility.
+        ra, dec = self._ctr
+        return (type(self), (self._id, ra, dec, self._radius, self._config, self._inner_region))
+
+    def _key(self) -> tuple[object, ...]:
+        return (self._id, self._ctr, self._radius, self._config, self._inner_region)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TractInfo):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __repr__(self) -> str:
         return (
