@@ -155,3 +155,41 @@ def run_transaction(
             time.sleep(pause)
             delay = min(delay * 2.0, 2.0)
     raise AssertionError("unreachable")
+
+
+def insert_ignoring_conflicts(
+    connection: sa.Connection, table: sa.Table, index_elements: list[str] | None = None
+) -> sa.Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's backend.
+
+    Concurrent writers may insert the same row (the same instrument, the same run); the
+    loser's insert then does nothing and the caller compares with what is there.
+    Foreign-key violations are still raised.
+    """
+    name = connection.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        raise NotImplementedError(f"no INSERT ... ON CONFLICT for {name}")
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def integrity_violation(error: sa.exc.IntegrityError) -> str:
+    """``"unique"``, ``"foreign_key"``, ``"check"`` or ``"other"``: what ``error`` violated."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate == "23505":
+        return "unique"
+    if sqlstate == "23503":
+        return "foreign_key"
+    if sqlstate == "23514":
+        return "check"
+    message = str(error.orig).upper()
+    if "UNIQUE" in message or "PRIMARY KEY" in message:
+        return "unique"
+    if "FOREIGN KEY" in message:
+        return "foreign_key"
+    if "CHECK" in message:
+        return "check"
+    return "other"
