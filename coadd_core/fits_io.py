@@ -30,21 +30,20 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator
 
 import fsspec
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError, VerifyWarning
+from astropy.io.fits.verify import VerifyError
+from astropy.wcs import WCS
 from fsspec.implementations.local import LocalFileSystem
 
 from .exposure import Exposure
 from .geom import Box
 from .image import MaskedImage
-from .masks import MaskPlanes, remap_mask, standard_planes
-from .masks import STANDARD_PLANES
+from .masks import STANDARD_PLANES, MaskPlanes, remap_mask, standard_planes
 from .photocalib import PhotoCalib
 from .polygon import ValidPolygon
 from .psf import ImagePsf, Psf
@@ -62,6 +61,7 @@ __all__ = [
     "ExposureInfo",
     "ExposureNotFoundError",
     "ExposureReadError",
+    "OutOfBoundsError",
     "read_exposure",
     "read_exposure_header",
     "read_exposure_info",
@@ -79,7 +79,6 @@ REMOTE_HEADER_BLOCK_SIZE = 1 << 16
 
 _PLANE_NAMES = ("IMAGE", "MASK", "VARIANCE")
 _ARCHIVE_HDU = 5  # 1-based number of the ARCHIVE_INDEX HDU, as LSST's AR_HDU
-_COMPONENTS = ("PSF", "WCS", "PHOTOCALIB", "VISITINFO", "VALIDPOLYGON", "METADATA")
 
 _STANDARD_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
 _RESERVED_PREFIX = re.compile(
@@ -106,8 +105,8 @@ class ExposureNotFoundError(ExposureReadError, FileNotFoundError):
     """The exposure file does not exist."""
 
 
-class _BoxError(ValueError):
-    """A caller asked for pixels the file does not have (not a read failure)."""
+class OutOfBoundsError(ValueError):
+    """A requested box is not inside the exposure (a caller error, not a read failure)."""
 
 
 @dataclass
@@ -119,7 +118,7 @@ class ExposureInfo:
     """
 
     bbox: Box
-    wcs: Any = None
+    wcs: WCS | None = None
     psf: Psf | None = None
     photo_calib: PhotoCalib | None = None
     visit_info: VisitInfo | None = None
@@ -189,17 +188,16 @@ def _metadata_cards(metadata: dict[str, Any]) -> list[fits.Card]:
                 continue
         else:
             continue
-        if not (key.isascii() and key.isprintable()) or "=" in key:
+        if not (key.isascii() and key.isprintable()) or "=" in key or key.upper().startswith("HIERARCH"):
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", VerifyWarning)
-                if _STANDARD_KEYWORD.match(key):
-                    card = exact_float_card(key, value) if isinstance(value, float) else fits.Card(key, value)
-                else:
-                    card = fits.Card(f"HIERARCH {key}", value)
-                str(card)  # formatting raises if the card cannot be represented
-        except (ValueError, VerifyError, VerifyWarning) as exc:
+            if _STANDARD_KEYWORD.match(key):
+                card = exact_float_card(key, value) if isinstance(value, float) else fits.Card(key, value)
+            elif len(str(card := fits.Card(f"HIERARCH {key}", value))) > fits.Card.length:
+                # long-string CONTINUE cards are not defined for HIERARCH keywords
+                raise ValueError("HIERARCH card does not fit in 80 characters")
+            str(card)  # formatting raises if the card cannot be represented
+        except (ValueError, VerifyError) as exc:
             logger.debug("metadata %r kept only in the archive: %s", key, exc)
             continue
         seen.add(key.upper())
@@ -246,7 +244,9 @@ def _plane_header(name: str, exposure: Exposure, disk_wcs: fits.Header | None, u
     return header
 
 
-def _archive_table(name: str, archive_id: int, payload: Any, array: np.ndarray | None = None) -> fits.BinTableHDU:
+def _archive_table(
+    name: str, archive_id: int, payload: Any, array: np.ndarray | None = None
+) -> fits.BinTableHDU:
     text = _to_json(payload)
     columns = [fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=np.array([text]))]
     if array is not None:
@@ -306,9 +306,8 @@ def exposure_to_hdulist(exposure: Exposure) -> fits.HDUList:
     unit = exposure.unit
     mi = exposure.masked_image
     hdus: list[fits.hdu.base.ExtensionHDU] = [
-        fits.ImageHDU(np.ascontiguousarray(mi.image), header=_plane_header("IMAGE", exposure, disk_wcs, unit)),
-        fits.ImageHDU(np.ascontiguousarray(mi.mask), header=_plane_header("MASK", exposure, disk_wcs, unit)),
-        fits.ImageHDU(np.ascontiguousarray(mi.variance), header=_plane_header("VARIANCE", exposure, disk_wcs, unit)),
+        fits.ImageHDU(np.ascontiguousarray(array), header=_plane_header(name, exposure, disk_wcs, unit))
+        for name, array in zip(_PLANE_NAMES, (mi.image, mi.mask, mi.variance))
     ]
     index = fits.BinTableHDU.from_columns(
         [
@@ -325,7 +324,9 @@ def exposure_to_hdulist(exposure: Exposure) -> fits.HDUList:
     return fits.HDUList([primary, *hdus])
 
 
-def _resolve(target: str | os.PathLike[str], storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
+def _resolve(
+    target: str | os.PathLike[str], storage_options: dict[str, Any] | None
+) -> tuple[fsspec.AbstractFileSystem, str]:
     fs, path = fsspec.core.url_to_fs(os.fspath(target), **(storage_options or {}))
     return fs, path
 
@@ -401,7 +402,9 @@ def _open_fits(
                     handle = io.BytesIO(fs.cat_file(path))
                 else:
                     block = REMOTE_BLOCK_SIZE if mode == "section" else REMOTE_HEADER_BLOCK_SIZE
-                    handle = stack.enter_context(fs.open(path, "rb", block_size=block, cache_type="readahead"))
+                    handle = stack.enter_context(
+                        fs.open(path, "rb", block_size=block, cache_type="readahead")
+                    )
             hdulist = stack.enter_context(fits.open(handle, memmap=False, lazy_load_hdus=True))
         except ExposureReadError:
             raise
@@ -411,7 +414,7 @@ def _open_fits(
             raise ExposureReadError(f"cannot open exposure {name}: {exc}") from exc
         try:
             yield hdulist, name
-        except (ExposureReadError, _BoxError):
+        except (ExposureReadError, OutOfBoundsError):
             raise
         except (OSError, ValueError, TypeError, EOFError, IndexError) as exc:
             raise ExposureReadError(f"cannot read exposure {name}: {exc}") from exc
@@ -537,7 +540,7 @@ def read_exposure(
         info = _read_info(hdulist, name)
         read_box = info.bbox if bbox is None else bbox
         if read_box.is_empty() or not info.bbox.contains(read_box):
-            raise _BoxError(f"{name}: requested {read_box} is not inside the exposure's {info.bbox}")
+            raise OutOfBoundsError(f"{name}: requested {read_box} is not inside the exposure's {info.bbox}")
         whole = read_box == info.bbox
         rows, cols = read_box.slices(info.bbox)
         image = _read_plane(_hdu(hdulist, "IMAGE", name), rows, cols, np.float32, whole)

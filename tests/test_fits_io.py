@@ -104,6 +104,32 @@ def test_round_trip_minimal_exposure(tmp_path: pathlib.Path) -> None:
     assert back.wcs is None and back.psf is None and back.visit_info is None and back.metadata == {}
 
 
+def test_awkward_metadata_is_lossless_and_headers_stay_valid(tmp_path: pathlib.Path) -> None:
+    metadata = {
+        "x" * 70: "y" * 80,  # too long for a HIERARCH card
+        "LONGSTR": "q" * 300,  # CONTINUE cards
+        "UNICODE": "\u00e9t\u00e9",
+        "BIGINT": 2**70,
+        "HIERARCH X": 1,
+        "lower case": 1.5,
+        "NAXIS": 3,  # structural: archive only
+        "CTYPE1": "RA---TAN",  # WCS keywords never go to HDU0 (INHERIT=T readers)
+        "inf": float("inf"),
+        "tuple->list": [1, [2, 3]],
+    }
+    exp = Exposure(MaskedImage(np.ones((2, 2))), metadata=metadata)
+    path = tmp_path / "meta.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_exposure(exp, path)
+        with fits.open(path) as hdul:
+            hdul.verify("exception")
+            h0 = hdul[0].header
+            assert h0["LONGSTR"] == "q" * 300 and h0["lower case"] == 1.5
+            assert h0["NAXIS"] == 0 and "CTYPE1" not in h0 and "BIGINT" not in h0 and "UNICODE" not in h0
+    assert read_exposure_metadata(path) == metadata
+
+
 def test_write_is_deterministic_and_accepts_urls(tmp_path: pathlib.Path, exposure_factory: Any) -> None:
     exp = exposure_factory()
     write_exposure(exp, tmp_path / "a.fits")
