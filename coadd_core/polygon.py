@@ -88,7 +88,9 @@ class ValidPolygon:
         return np.asarray(self.contains(xx, yy))
 
     # -- transformations ---------------------------------------------------------------
-    def transform(self, func: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> "ValidPolygon":
+    def transform(
+        self, func: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    ) -> "ValidPolygon":
         """Map every vertex with ``func(x, y) -> (x', y')`` (e.g. a pixel-to-pixel warp).
 
         Only vertices move, so a strongly non-linear mapping should be applied to a
@@ -134,7 +136,8 @@ class ValidPolygon:
         cross = d_prev[:, 0] * d[:, 1] - d_prev[:, 1] * d[:, 0]
         collinear = np.abs(cross) < 1e-12 * length * np.roll(length, 1)
         w = p - p_prev
-        t = np.where(collinear, 0.0, (w[:, 0] * d[:, 1] - w[:, 1] * d[:, 0]) / np.where(collinear, 1.0, cross))
+        numerator = w[:, 0] * d[:, 1] - w[:, 1] * d[:, 0]
+        t = np.where(collinear, 0.0, numerator / np.where(collinear, 1.0, cross))
         corners = np.where(collinear[:, None], p, p_prev + t[:, None] * d_prev)
         result = ValidPolygon(corners)
         if result.signed_area() * orientation <= 0:

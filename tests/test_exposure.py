@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 from astropy.io import fits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from astropy.wcs import WCS
 
 from coadd_core import masks
@@ -19,6 +21,7 @@ from coadd_core.photocalib import PhotoCalib
 from coadd_core.polygon import ValidPolygon
 from coadd_core.visit_info import VisitInfo
 from coadd_core.wcs_utils import (
+    exact_float_card,
     pixel_scale,
     shifted,
     sky_polygon_vertices,
@@ -292,6 +295,15 @@ def test_wcs_header_round_trip_is_exact(sip_wcs: WCS) -> None:
     ra0, dec0 = sip_wcs.all_pix2world(x, y, 0)
     ra1, dec1 = back.all_pix2world(x, y, 0)
     assert np.max(np.abs(ra1 - ra0)) < 1e-12 and np.max(np.abs(dec1 - dec0)) < 1e-12
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_exact_float_card_reads_back_bit_for_bit(value: float) -> None:
+    card = exact_float_card("CRVAL1", value, "a comment that may need shortening")
+    assert len(str(card)) == 80
+    parsed = fits.Header.fromstring(fits.Header([card]).tostring())["CRVAL1"]
+    assert parsed == value and math.copysign(1.0, parsed) == math.copysign(1.0, value)
 
 
 def test_wcs_tan_round_trip() -> None:
