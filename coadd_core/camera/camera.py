@@ -302,10 +302,11 @@ class Detector:
             "CRVAL2": float(dec_deg),
             "CRPIX1": bx + amp0.raw_x_offset + 1.0,
             "CRPIX2": by + amp0.raw_y_offset + 1.0,
-            "CD1_1": float(cd[0, 0]),
-            "CD1_2": float(cd[0, 1]),
-            "CD2_1": float(cd[1, 0]),
-            "CD2_2": float(cd[1, 1]),
+            # 12 significant digits survive the 20-character FITS value field unchanged
+            "CD1_1": float(f"{cd[0, 0]:.12g}"),
+            "CD1_2": float(f"{cd[0, 1]:.12g}"),
+            "CD2_1": float(f"{cd[1, 0]:.12g}"),
+            "CD2_2": float(f"{cd[1, 1]:.12g}"),
         }
 
     # -- header keywords --------------------------------------------------------------
