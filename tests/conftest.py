@@ -181,3 +181,15 @@ def exposure_factory() -> Any:
 @pytest.fixture
 def sip_wcs() -> Any:
     return make_sip_wcs()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A throwaway local Prefect server (SQLite) shared by the flow tests of one worker."""
+    from flows.prefect_env import apply_embedded_defaults
+
+    apply_embedded_defaults("WARNING")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

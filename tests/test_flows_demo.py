@@ -1,0 +1,23 @@
+"""The demo flow runs end to end on the tiny preset under a real local Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from astropy.io import fits
+
+
+def test_demo_pipeline_tiny(prefect_harness: None, tmp_path: Path) -> None:
+    from flows.demo import demo_pipeline
+
+    out = tmp_path / "demo"
+    report = demo_pipeline(out_dir=str(out), preset="tiny", seed=7, workers=1)
+    assert str(out.resolve()) in report
+    science = sorted((out / "raw").glob("*o.fits"))
+    pictures = sorted((out / "pictures").glob("*.png"))
+    assert len(science) == 4
+    assert [p.stem for p in pictures] == [p.name.split(".")[0] for p in science]
+    for png in pictures:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with fits.open(science[0]) as hdus:
+        assert hdus[1].header["EXTNAME"].startswith("ccd")
