@@ -92,6 +92,9 @@ class FileDatastore:
         ``{"deepCoadd": "{run}/{dataset_type}/{band}/{tract}/{patch}/{dataset_type}_{band}_{tract}_{patch}"}``.
         Any ``{key}`` is a data-ID key, ``{run}``, ``{dataset_type}``, ``{run_name}``
         (run with '/' replaced by '_'), ``{data_id_path}`` or ``{data_id_name}``.
+    upload_chunksize
+        Part size of multi-part uploads to object stores (s3fs's default when None;
+        files of at least twice this size go up in parts).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class FileDatastore:
         *,
         storage_options: Mapping[str, Any] | None = None,
         templates: Mapping[str, str] | None = None,
+        upload_chunksize: int | None = None,
     ) -> None:
         self.storage_options = dict(storage_options or {})
         root_text = os.fspath(root)
@@ -111,6 +115,7 @@ class FileDatastore:
         self.root = fs_root.rstrip("/")
         self.root_url = root_text if not self.is_local else self.root
         self.templates = dict(templates or {})
+        self.upload_chunksize = upload_chunksize
 
     # -- naming ----------------------------------------------------------------------
     def relative_path(
@@ -200,7 +205,8 @@ class FileDatastore:
                 os.replace(tmp, final)
             else:
                 # An S3 object becomes visible only when its (multi-part) upload completes.
-                self.fs.put_file(tmp, final)
+                kwargs = {"chunksize": self.upload_chunksize} if self.upload_chunksize else {}
+                self.fs.put_file(tmp, final, **kwargs)
         log.debug("wrote %s (%d bytes)", relative, size)
         return StoredFile(uri=self.uri_for(relative), size=size, checksum=checksum)
 

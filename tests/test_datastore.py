@@ -106,3 +106,51 @@ def test_orphans_lists_unregistered_files(store: FileDatastore) -> None:
     a = store.write(store.relative_path("raw", "r", {"exposure": 1}), _write_bytes(b"a"))
     b = store.write(store.relative_path("raw", "r", {"exposure": 2}), _write_bytes(b"b"))
     assert store.orphans({a.uri}) == [b.uri]
+
+
+@pytest.mark.s3
+def test_s3_write_read_remove_multipart(s3_server) -> None:
+    import uuid
+
+    root = s3_server.url(f"repo-{uuid.uuid4().hex}")
+    ds = FileDatastore(root, storage_options=s3_server.storage_options, upload_chunksize=5 * 2**20)
+    payload = os.urandom(12 * 2**20 + 123)  # three parts of a multi-part upload
+    rel = ds.relative_path("calexp", "u/me/run", {"visit": 1, "detector": 2})
+    stored = ds.write(rel, _write_bytes(payload))
+    assert stored.uri.startswith("s3://") and stored.uri.endswith(".fits")
+    assert stored.size == len(payload)
+    assert stored.checksum == "sha256:" + hashlib.sha256(payload).hexdigest()
+    assert ds.exists(stored.uri)
+    assert ds.checksum(stored.uri) == stored.checksum
+    assert ds.fs.cat_file(ds.path_from_uri(stored.uri)) == payload
+    assert ds.orphans(set()) == [stored.uri]
+    ds.remove(stored.uri)
+    assert not ds.exists(stored.uri)
+
+
+@pytest.mark.s3
+def test_s3_failed_writer_uploads_nothing(s3_server) -> None:
+    import uuid
+
+    root = s3_server.url(f"repo-{uuid.uuid4().hex}")
+    ds = FileDatastore(root, storage_options=s3_server.storage_options)
+    rel = ds.relative_path("calexp", "run", {"visit": 3})
+
+    def broken(path: str) -> None:
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        ds.write(rel, broken)
+    assert not ds.fs.exists(ds.full_path(rel))
+
+
+@pytest.mark.s3
+def test_s3_transfer_copy_from_local(s3_server, tmp_path: Path) -> None:
+    import uuid
+
+    ds = FileDatastore(s3_server.url(f"repo-{uuid.uuid4().hex}"), storage_options=s3_server.storage_options)
+    source = tmp_path / "raw.fits"
+    source.write_bytes(b"x" * 5000)
+    stored = ds.transfer(str(source), ds.relative_path("raw", "raw/all", {"exposure": 1}), "copy")
+    assert ds.exists(stored.uri) and stored.size == 5000
