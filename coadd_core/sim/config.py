@@ -272,7 +272,7 @@ def _tiny() -> SimConfig:
             min_stars_per_ccd=10,
             min_galaxies_per_ccd=6,
             bright_stars_per_ccd=1,
-            bright_star_mag=(15.0, 15.5),
+            bright_star_mag=(13.5, 14.0),
             variables_per_ccd=1,
             n_asteroids=1,
             edge_margin_px=25.0,
