@@ -102,8 +102,9 @@ class CollectionManager:
         then rolled back).
         """
         validate_collection_name(name)
-        statement = insert_ignoring_conflicts(connection, schema.collection, ["name"])
-        created = connection.execute(statement, {"name": name, "type": type_.value, "doc": doc}).rowcount == 1
+        table = schema.collection
+        statement = insert_ignoring_conflicts(connection, table, ["name"]).returning(table.c.id)
+        created = connection.execute(statement, {"name": name, "type": type_.value, "doc": doc}).first() is not None
         record = self.get(connection, name)
         if record.type is not type_:
             raise CollectionTypeError(

@@ -164,7 +164,8 @@ def insert_ignoring_conflicts(
 
     Concurrent writers may insert the same row (the same instrument, the same run); the
     loser's insert then does nothing and the caller compares with what is there.
-    Foreign-key violations are still raised.
+    Foreign-key violations are still raised. To learn whether the row was inserted, add
+    ``.returning(...)``: ``rowcount`` is not reliable for this statement on every driver.
     """
     name = connection.dialect.name
     if name == "sqlite":

@@ -384,7 +384,8 @@ class Registry:
 
         def work(connection: sa.Connection) -> bool:
             self._check_bands(connection, el, [row])
-            inserted = connection.execute(insert_ignoring_conflicts(connection, table), row).rowcount == 1
+            statement = insert_ignoring_conflicts(connection, table).returning(*table.primary_key.columns)
+            inserted = connection.execute(statement, row).first() is not None
             if inserted:
                 self._index_regions(connection, el, [row], ignore_conflicts=False)
                 return True
@@ -532,7 +533,8 @@ class Registry:
         }
 
         def work(connection: sa.Connection) -> tuple[bool, int, DatasetType]:
-            inserted = connection.execute(insert_ignoring_conflicts(connection, t, ["name"]), row).rowcount == 1
+            statement = insert_ignoring_conflicts(connection, t, ["name"]).returning(t.c.id)
+            inserted = connection.execute(statement, row).first() is not None
             existing = connection.execute(sa.select(t).where(t.c.name == dataset_type.name)).mappings().one()
             stored = _dataset_type_from_row(existing)
             if stored != dataset_type:
