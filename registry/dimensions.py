@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
@@ -294,7 +295,7 @@ class DimensionElement:
     spatial: bool = False
     SPATIAL_COLUMN: ClassVar[str] = "region"
 
-    @property
+    @functools.cached_property
     def columns(self) -> tuple[str, ...]:
         """Every column of the element's table, in record field order."""
         return tuple(f.name for f in dataclasses.fields(self.record_class))

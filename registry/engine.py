@@ -194,3 +194,22 @@ def integrity_violation(error: sa.exc.IntegrityError) -> str:
     if "CHECK" in message:
         return "check"
     return "other"
+
+
+def bulk_insert(connection: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """``executemany`` of plain-valued tuples straight to the driver.
+
+    For large batches of ints and strings (spatial index rows), skipping SQLAlchemy's
+    per-row parameter processing halves the insert time. Values must need no type
+    conversion (no UUIDs, datetimes or JSON).
+    """
+    if not rows:
+        return
+    preparer = connection.dialect.identifier_preparer
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    statement = "INSERT INTO {} ({}) VALUES ({})".format(
+        preparer.format_table(table),
+        ", ".join(preparer.quote(c) for c in columns),
+        ", ".join(marker for _ in columns),
+    )
+    connection.exec_driver_sql(statement, rows)

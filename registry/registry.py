@@ -41,6 +41,7 @@ from .dimensions import (
     tai_ns,
 )
 from .engine import (
+    bulk_insert,
     create_engine,
     describe_url,
     insert_ignoring_conflicts,
@@ -313,9 +314,15 @@ class Registry:
         if on_conflict not in ("fail", "ignore"):
             raise ValueError(f"on_conflict must be 'fail' or 'ignore', not {on_conflict!r}")
         el = get_element(element)
+        records = list(records)
         rows = [self._record_to_row(el, r) for r in records]
         if not rows:
             return 0
+        regions = {
+            self._row_key(el, row): record.region  # type: ignore[union-attr]
+            for row, record in zip(rows, records)
+            if el.spatial
+        }
         table = schema.ELEMENT_TABLES[el.name]
 
         def work(connection: sa.Connection) -> int:
@@ -334,7 +341,8 @@ class Registry:
                 statement = sa.insert(table)
             if new:
                 connection.execute(statement, new)
-                self._index_regions(connection, el, new, ignore_conflicts=on_conflict == "ignore")
+                keyed = [(key, regions[key]) for key in map(lambda r: self._row_key(el, r), new)] if el.spatial else []
+                self._index_regions(connection, el, keyed, ignore_conflicts=on_conflict == "ignore")
             return len(new)
 
         try:
@@ -345,16 +353,25 @@ class Registry:
         return count
 
     def _index_regions(
-        self, connection: sa.Connection, element: DimensionElement, rows: list[dict[str, Any]], *, ignore_conflicts: bool
+        self,
+        connection: sa.Connection,
+        element: DimensionElement,
+        keyed_regions: list[tuple[tuple[Any, ...], sphgeom.Region | None]],
+        *,
+        ignore_conflicts: bool,
     ) -> None:
         if not element.spatial:
             return
-        records = [self._row_to_record(element, row) for row in rows if row["region"] is not None]
-        skypix_rows = self._spatial.rows_for(element.name, records)
-        if skypix_rows:
-            table = schema.SKYPIX_TABLES[element.name]
-            statement = insert_ignoring_conflicts(connection, table) if ignore_conflicts else sa.insert(table)
-            connection.execute(statement, skypix_rows)
+        rows = self._spatial.rows_for(element.name, keyed_regions)
+        if not rows:
+            return
+        table = schema.SKYPIX_TABLES[element.name]
+        columns = self._spatial.columns(element.name)
+        if ignore_conflicts:
+            statement = insert_ignoring_conflicts(connection, table)
+            connection.execute(statement, [dict(zip(columns, row)) for row in rows])
+        else:
+            bulk_insert(connection, table, columns, rows)
 
     @staticmethod
     def _dimension_integrity_error(element: DimensionElement, error: IntegrityError) -> RegistryError:
@@ -387,7 +404,8 @@ class Registry:
             statement = insert_ignoring_conflicts(connection, table).returning(*table.primary_key.columns)
             inserted = connection.execute(statement, row).first() is not None
             if inserted:
-                self._index_regions(connection, el, [row], ignore_conflicts=False)
+                region = getattr(record, "region", None)
+                self._index_regions(connection, el, [(key, region)], ignore_conflicts=False)
                 return True
             existing = connection.execute(sa.select(table).where(self._key_condition(el, table, key))).mappings().one()
             differing = [c for c in el.columns if not _same_value(existing[c], row[c])]
@@ -1095,26 +1113,50 @@ class Registry:
 
     # -- spatial queries -------------------------------------------------------------
 
-    def _spatial_query(self, element: str, region: sphgeom.Region, exact: bool, constraints: dict[str, Any]) -> list[DataId]:
+    def _spatial_query(
+        self,
+        element: str,
+        region: sphgeom.Region | tuple[str, Mapping[str, Any]],
+        exact: bool,
+        constraints: dict[str, Any],
+    ) -> list[DataId]:
+        """Overlap query on ``element``; ``region`` may be (element, data ID) of a stored one."""
         el = get_element(element)
         if not el.spatial:
             raise ValueError(f"{element} has no regions")
         names = list(el.keys)
         filters = {k: validate_value(k, v) for k, v in constraints.items() if v is not None}
+        # One connection, no retry wrapper: these are single reads on the hot path.
         with self._engine.connect() as connection:
+            if isinstance(region, tuple):
+                region = self._stored_region(connection, *region)
             if exact:
                 keys = self._spatial.overlapping(connection, element, region, filters)
             else:
                 keys = sorted(self._spatial.candidates(connection, element, region, filters))
         return [DataId(dict(zip(names, key))) for key in keys]
 
+    @staticmethod
+    def _stored_region(connection: sa.Connection, element: str, data_id: Mapping[str, Any]) -> sphgeom.Region:
+        el = get_element(element)
+        missing = [k for k in el.keys if k not in data_id]
+        if missing or not el.spatial:
+            raise InvalidDataIdError(f"{element} regions are identified by {', '.join(el.keys)}; missing {missing}")
+        key = [validate_value(k, data_id[k]) for k in el.keys]
+        table = schema.ELEMENT_TABLES[el.name]
+        data = connection.execute(
+            sa.select(table.c.region).where(Registry._key_condition(el, table, key))
+        ).scalar_one_or_none()
+        if data is None:
+            raise MissingDimensionRecordError(f"no {element} region registered for {dict(zip(el.keys, key))}")
+        region = decode_region(data)
+        assert region is not None
+        return region
+
     def region_of(self, element: str, data_id: Mapping[str, Any]) -> sphgeom.Region:
         """Stored region of one spatial element (``MissingDimensionRecordError`` if none)."""
-        record = self.get_dimension_record(element, data_id)
-        region = getattr(record, "region", None) if record is not None else None
-        if region is None:
-            raise MissingDimensionRecordError(f"no {element} region registered for {dict(data_id)}")
-        return region
+        with self._engine.connect() as connection:
+            return self._stored_region(connection, element, data_id)
 
     def overlapping(self, element: str, region: sphgeom.Region, **constraints: Any) -> list[DataId]:
         """Data IDs of ``element`` whose region overlaps ``region`` (exact), sorted."""
@@ -1136,8 +1178,8 @@ class Registry:
         self, instrument: str, visit: int, detector: int, *, skymap: str | None = None
     ) -> list[DataId]:
         """Patches overlapping the region of one visit and detector."""
-        region = self.region_of("visit_detector_region", {"instrument": instrument, "visit": visit, "detector": detector})
-        return self.patches_overlapping(region, skymap=skymap)
+        source = ("visit_detector_region", {"instrument": instrument, "visit": visit, "detector": detector})
+        return self._spatial_query("patch", source, True, {"skymap": skymap})
 
     def tracts_overlapping(self, region: sphgeom.Region, *, skymap: str | None = None) -> list[DataId]:
         """Tracts (skymap, tract) overlapping ``region``."""
@@ -1155,8 +1197,8 @@ class Registry:
         self, skymap: str, tract: int, patch: int, *, instrument: str | None = None
     ) -> list[DataId]:
         """Visit-detectors overlapping one patch's region."""
-        region = self.region_of("patch", {"skymap": skymap, "tract": tract, "patch": patch})
-        return self.visit_detectors_overlapping(region, instrument=instrument)
+        source = ("patch", {"skymap": skymap, "tract": tract, "patch": patch})
+        return self._spatial_query("visit_detector_region", source, True, {"instrument": instrument})
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -101,17 +101,21 @@ class SpatialIndex:
 
     # -- writing ---------------------------------------------------------------------
 
-    def rows_for(self, element: str, records: Iterable[Any]) -> list[dict[str, Any]]:
-        """Overlap-table rows for ``records`` of ``element`` (records without region: none)."""
-        columns = list(ELEMENTS[element].keys.values())
-        rows: list[dict[str, Any]] = []
-        for record in records:
-            region = record.region
-            if region is None:
-                continue
-            key = {c: getattr(record, c) for c in columns}
-            rows.extend({**key, "skypix_index": index} for index in self.pixelization.indices(region))
+    def rows_for(self, element: str, keyed_regions: Iterable[tuple[KeyTuple, sphgeom.Region | None]]) -> list[KeyTuple]:
+        """Overlap-table rows ``(*key, skypix_index)`` for (key, region) pairs of ``element``.
+
+        Keys are tuples in the element's key order; pairs without a region give no rows.
+        """
+        rows: list[KeyTuple] = []
+        for key, region in keyed_regions:
+            if region is not None:
+                rows.extend((*key, index) for index in self.pixelization.indices(region))
         return rows
+
+    @staticmethod
+    def columns(element: str) -> list[str]:
+        """Column names of an overlap-table row, in :meth:`rows_for` order."""
+        return [*ELEMENTS[element].keys.values(), "skypix_index"]
 
     # -- reading ---------------------------------------------------------------------
 
@@ -130,15 +134,16 @@ class SpatialIndex:
         skypix = schema.SKYPIX_TABLES[element]
         key_columns = list(keys.values())
         index = skypix.c.skypix_index
-        in_ranges = sa.or_(
-            *(
-                sa.and_(index >= sa.bindparam(f"b{i}"), index < sa.bindparam(f"e{i}"))
-                for i in range(n_ranges)
+        extra = [skypix.c[keys[name]] == sa.bindparam(f"k_{name}") for name in constraints]
+        # One SELECT per range, merged by UNION (which also removes duplicates): an OR of
+        # ranges would make SQLite scan the whole table instead of the index.
+        per_range = [
+            sa.select(*(skypix.c[c] for c in key_columns)).where(
+                index >= sa.bindparam(f"b{i}"), index < sa.bindparam(f"e{i}"), *extra
             )
-        )
-        conditions: list[sa.ColumnElement[bool]] = [in_ranges]
-        conditions += [skypix.c[keys[name]] == sa.bindparam(f"k_{name}") for name in constraints]
-        matches = sa.select(*(skypix.c[c] for c in key_columns)).where(*conditions).distinct().subquery()
+            for i in range(n_ranges)
+        ]
+        matches = (sa.union(*per_range) if n_ranges > 1 else per_range[0].distinct()).subquery()
         join_on = sa.and_(*(parent.c[c] == matches.c[c] for c in key_columns))
         return sa.select(*(parent.c[c] for c in key_columns), parent.c.region).select_from(
             matches.join(parent, join_on)
