@@ -90,6 +90,30 @@ def _random_point_on(view: DetectorOnSky, rng: np.random.Generator, inset: float
     return float(ra[0]), float(dec[0])
 
 
+def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    a, d = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], axis=-1)
+
+
+def _great_circle_distance_arcsec(ra1, dec1, ra2, dec2, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Angular distance of points from the great circle through two points."""
+    if len(ra) == 0:
+        return np.zeros(0)
+    pole = np.cross(_unit_vectors(np.array(ra1), np.array(dec1)), _unit_vectors(np.array(ra2), np.array(dec2)))
+    pole /= np.linalg.norm(pole)
+    return np.degrees(np.abs(np.arcsin(np.clip(_unit_vectors(ra, dec) @ pole, -1, 1)))) * 3600.0
+
+
+def _separation_arcsec(ra0: float, dec0: float, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    if len(ra) == 0:
+        return np.zeros(0)
+    dots = _unit_vectors(ra, dec) @ _unit_vectors(np.array(ra0), np.array(dec0))
+    return np.degrees(np.arccos(np.clip(dots, -1, 1))) * 3600.0
+
+
+_PLACEMENT_TRIES = 50
+
+
 def make_trails(
     config: ArtifactConfig,
     science: Sequence[Exposure],
@@ -97,19 +121,36 @@ def make_trails(
     pixel_scale: float,
     plate_scale: float,
     rng: np.random.Generator,
+    avoid: tuple[np.ndarray, np.ndarray] | None = None,
+    avoid_arcsec: float = 8.0,
 ) -> list[Trail]:
-    """One trail in each visit listed in ``config.trail_visits``, crossing the CCDs."""
+    """One trail in each visit listed in ``config.trail_visits``, crossing the CCDs.
+
+    Trails keep ``avoid_arcsec`` (plus their width) away from the ``avoid`` positions
+    when a few random tries allow, so the truth of special sources stays clean.
+    """
     reach_mm = max(math.hypot(*d.center_mm) + math.hypot(d.bbox.width, d.bbox.height) * d.pixel_size_mm for d in detectors)
     half_length_deg = 1.5 * reach_mm * plate_scale / 3600.0
+    avoid_ra, avoid_dec = avoid if avoid is not None else (np.zeros(0), np.zeros(0))
     trails = []
     for k, visit in enumerate(config.trail_visits):
         exp = science[visit]
-        det = detectors[int(rng.integers(len(detectors)))]
-        view = DetectorOnSky.create(det, exp.ra_deg, exp.dec_deg, exp.rotation_deg, pixel_scale)
-        ra, dec = _random_point_on(view, rng, inset=0.25 * min(det.bbox.width, det.bbox.height))
-        pa = exp.rotation_deg + float(rng.uniform(*config.trail_angle_deg))
-        ra1, dec1 = offset_by(ra, dec, pa, half_length_deg)
-        ra2, dec2 = offset_by(ra, dec, pa + 180.0, half_length_deg)
+        width = float(rng.uniform(*config.trail_width_arcsec))
+        best: tuple[float, tuple[float, float, float, float]] | None = None
+        for _ in range(_PLACEMENT_TRIES):
+            det = detectors[int(rng.integers(len(detectors)))]
+            view = DetectorOnSky.create(det, exp.ra_deg, exp.dec_deg, exp.rotation_deg, pixel_scale)
+            ra, dec = _random_point_on(view, rng, inset=0.25 * min(det.bbox.width, det.bbox.height))
+            pa = exp.rotation_deg + float(rng.uniform(*config.trail_angle_deg))
+            ra1, dec1 = offset_by(ra, dec, pa, half_length_deg)
+            ra2, dec2 = offset_by(ra, dec, pa + 180.0, half_length_deg)
+            clearance = float(np.min(_great_circle_distance_arcsec(ra1, dec1, ra2, dec2, avoid_ra, avoid_dec), initial=np.inf))
+            if best is None or clearance > best[0]:
+                best = (clearance, (float(ra1), float(dec1), float(ra2), float(dec2)))
+            if clearance >= avoid_arcsec + 2 * width:
+                break
+        assert best is not None
+        ra1, dec1, ra2, dec2 = best[1]
         sb = float(rng.uniform(*config.trail_sb_mag))
         trails.append(
             Trail(
@@ -119,7 +160,7 @@ def make_trails(
                 dec1=float(dec1),
                 ra2=float(ra2),
                 dec2=float(dec2),
-                width_fwhm_arcsec=round(float(rng.uniform(*config.trail_width_arcsec)), 4),
+                width_fwhm_arcsec=round(width, 4),
                 sb_mag_arcsec2=round(sb, 4),
                 peak_e=surface_brightness_e(exp, round(sb, 4), pixel_scale),
             )
@@ -133,15 +174,28 @@ def make_ghosts(
     detectors: Sequence[Detector],
     pixel_scale: float,
     rng: np.random.Generator,
+    avoid: tuple[np.ndarray, np.ndarray] | None = None,
+    avoid_arcsec: float = 8.0,
 ) -> list[Ghost]:
-    """The ghost of ``config.ghost_visit``, centred on one of the CCDs."""
+    """The ghost of ``config.ghost_visit``, centred on one of the CCDs (clear of ``avoid``)."""
     if config.ghost_visit is None:
         return []
     exp = science[config.ghost_visit]
-    det = detectors[int(rng.integers(len(detectors)))]
-    view = DetectorOnSky.create(det, exp.ra_deg, exp.dec_deg, exp.rotation_deg, pixel_scale)
     radius_px = config.ghost_radius_arcsec / pixel_scale
-    ra, dec = _random_point_on(view, rng, inset=radius_px)
+    avoid_ra, avoid_dec = avoid if avoid is not None else (np.zeros(0), np.zeros(0))
+    best: tuple[float, tuple[float, float]] | None = None
+    for _ in range(_PLACEMENT_TRIES):
+        det = detectors[int(rng.integers(len(detectors)))]
+        view = DetectorOnSky.create(det, exp.ra_deg, exp.dec_deg, exp.rotation_deg, pixel_scale)
+        ra, dec = _random_point_on(view, rng, inset=radius_px)
+        clearance = float(np.min(_separation_arcsec(ra, dec, avoid_ra, avoid_dec), initial=np.inf))
+        clearance -= config.ghost_radius_arcsec * 1.3
+        if best is None or clearance > best[0]:
+            best = (clearance, (ra, dec))
+        if clearance >= avoid_arcsec:
+            break
+    assert best is not None
+    ra, dec = best[1]
     return [
         Ghost(
             ghost_id=1,
@@ -149,7 +203,7 @@ def make_ghosts(
             ra=ra,
             dec=dec,
             radius_arcsec=config.ghost_radius_arcsec,
-            inner_radius_arcsec=config.ghost_radius_arcsec * config.ghost_inner_fraction,
+            inner_radius_arcsec=round(config.ghost_radius_arcsec * config.ghost_inner_fraction, 4),
             sb_mag_arcsec2=config.ghost_sb_mag,
             peak_e=surface_brightness_e(exp, config.ghost_sb_mag, pixel_scale),
         )

@@ -269,13 +269,13 @@ def _tiny() -> SimConfig:
             seeing_fwhm_arcsec=(0.6, 1.2),
         ),
         scene=SceneConfig(
-            min_stars_per_ccd=10,
+            min_stars_per_ccd=16,
             min_galaxies_per_ccd=6,
             bright_stars_per_ccd=1,
             bright_star_mag=(13.5, 14.0),
             variables_per_ccd=1,
             n_asteroids=1,
-            edge_margin_px=25.0,
+            edge_margin_px=20.0,
         ),
         artifacts=ArtifactConfig(
             trail_visits=(1, 3),

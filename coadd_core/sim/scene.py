@@ -126,13 +126,22 @@ def _footprint_sampler(config: SimConfig, detectors: Sequence[Detector], pixel_s
 def _visibility(
     ra: np.ndarray, dec: np.ndarray, views: Sequence[Sequence[DetectorOnSky]], margin: float
 ) -> np.ndarray:
-    """Number of exposures (outer sequence) in which each position lands on a CCD."""
+    """Number of exposures (outer sequence) in which each position lands cleanly on a CCD.
+
+    Clean: at least ``margin`` px from the CCD edges and from its defect boxes, so the
+    special sources can be measured in every visit.
+    """
     count = np.zeros(len(ra), dtype=int)
     for exposure_views in views:
         seen = np.zeros(len(ra), dtype=bool)
         for view in exposure_views:
             x, y = view.sky_to_pixel(ra, dec)
-            seen |= view.contains(x, y, margin)
+            ok = view.contains(x, y, margin)
+            for box in view.detector.defects:
+                ok &= ~(
+                    (x > box.x0 - margin) & (x < box.x1 + margin) & (y > box.y0 - margin) & (y < box.y1 + margin)
+                )
+            seen |= ok
         count += seen
     return count
 
@@ -154,14 +163,19 @@ def _place_special(
     taken: list[tuple[float, float, float]],
     min_sep: float,
 ) -> tuple[float, float]:
-    """A position seen by as many visits as possible, clear of other special sources."""
-    ra, dec = sample(rng, det_index, 400, inset_px=margin)
+    """A position seen by as many visits as possible, clear of other special sources.
+
+    Coverage comes first: among the candidates seen by the most visits the first one
+    clear of the others is taken; only if none is clear does coverage drop a level.
+    """
+    ra, dec = sample(rng, det_index, 1000, inset_px=margin)
     seen = _visibility(ra, dec, views, margin)
     order = np.lexsort((rng.uniform(size=len(ra)), -seen))
-    for k in order:
-        if _separated(float(ra[k]), float(dec[k]), taken):
-            taken.append((float(ra[k]), float(dec[k]), min_sep))
-            return float(ra[k]), float(dec[k])
+    for level in np.unique(seen)[::-1]:
+        for k in order[seen[order] == level]:
+            if _separated(float(ra[k]), float(dec[k]), taken):
+                taken.append((float(ra[k]), float(dec[k]), min_sep))
+                return float(ra[k]), float(dec[k])
     k = order[0]
     taken.append((float(ra[k]), float(dec[k]), min_sep))
     return float(ra[k]), float(dec[k])
@@ -224,7 +238,7 @@ def make_catalog(
         blocks.append(_Block("galaxy", ra, dec, mags, _galaxy_colors(rng, n_gal), np.full(n_gal, det.name)))
 
         for kind, count, mag_range, sep in (
-            ("star", sc.bright_stars_per_ccd, sc.bright_star_mag, 20.0),
+            ("star", sc.bright_stars_per_ccd, sc.bright_star_mag, 15.0),
             ("variable", sc.variables_per_ccd, sc.variable_mag, 8.0),
         ):
             if count == 0:
@@ -330,11 +344,7 @@ def _add_asteroids(table, config, detectors, science, views, sample, taken, rng,
             seen = 0
             for e, exposure_views in zip(science, views):
                 ra_t, dec_t = asteroid_position(row, e.mjd_mid)
-                on = False
-                for view in exposure_views:
-                    x, y = view.sky_to_pixel(ra_t, dec_t)
-                    on |= bool(view.contains(x, y, sc.edge_margin_px)[0])
-                seen += on
+                seen += int(_visibility(np.atleast_1d(ra_t), np.atleast_1d(dec_t), [exposure_views], sc.edge_margin_px)[0])
             if _separated(row["ra"], row["dec"], taken) and (best is None or seen > best[0]):
                 best = (seen, row)
             if best is not None and best[0] == len(science):

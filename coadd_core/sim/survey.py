@@ -229,6 +229,20 @@ def _build_detectors(config: SimConfig, camera: Camera) -> tuple[Detector, ...]:
     return tuple(out)
 
 
+def _special_positions(catalog: Table, science: Sequence[Exposure]) -> tuple[np.ndarray, np.ndarray]:
+    """Sky positions artifacts should keep clear of: variables, saturating stars, asteroids."""
+    kinds = np.asarray(catalog["kind"])
+    fixed = (kinds == "variable") | np.asarray(catalog["bright"])
+    ra = [np.asarray(catalog["ra"], dtype=float)[fixed]]
+    dec = [np.asarray(catalog["dec"], dtype=float)[fixed]]
+    for e in science:
+        a, d = source_positions(catalog, e.mjd_mid)
+        moving = kinds == "asteroid"
+        ra.append(a[moving])
+        dec.append(d[moving])
+    return np.concatenate(ra), np.concatenate(dec)
+
+
 def plan_survey(config: SimConfig | str, seed: int | None = None) -> SurveyPlan:
     """Plan a simulated survey (no pixels yet): exposures, truth catalog, artifacts."""
     if isinstance(config, str):
@@ -246,6 +260,7 @@ def plan_survey(config: SimConfig | str, seed: int | None = None) -> SurveyPlan:
         camera.plate_scale_arcsec_per_mm,
         np.random.default_rng([seed, _TAG_SCENE]),
     )
+    avoid = _special_positions(catalog, science)
     trails = make_trails(
         config.artifacts,
         science,
@@ -253,9 +268,15 @@ def plan_survey(config: SimConfig | str, seed: int | None = None) -> SurveyPlan:
         camera.pixel_scale_arcsec,
         camera.plate_scale_arcsec_per_mm,
         np.random.default_rng([seed, _TAG_TRAILS]),
+        avoid=avoid,
     )
     ghosts = make_ghosts(
-        config.artifacts, science, detectors, camera.pixel_scale_arcsec, np.random.default_rng([seed, _TAG_GHOSTS])
+        config.artifacts,
+        science,
+        detectors,
+        camera.pixel_scale_arcsec,
+        np.random.default_rng([seed, _TAG_GHOSTS]),
+        avoid=avoid,
     )
     electronics = {d.name: amp_electronics(d, config.effects, seed) for d in detectors}
     return SurveyPlan(
