@@ -74,9 +74,14 @@ def sky_grid(n_patches: int) -> tuple[list[TractRecord], list[PatchRecord], floa
         ra = col * PATCH_STEP / math.cos(math.radians(dec))
         tract = (row // 10) * (columns // 10) + col // 10
         region = box(ra, dec, PATCH, PATCH)
-        patches.append(PatchRecord(skymap=SKYMAP, tract=tract, id=i, cell_x=col % 10, cell_y=row % 10, region=region))
+        patches.append(
+            PatchRecord(skymap=SKYMAP, tract=tract, id=i, cell_x=col % 10, cell_y=row % 10, region=region)
+        )
         tracts.setdefault(tract, []).extend(region.getVertices())
-    tract_records = [TractRecord(skymap=SKYMAP, id=t, region=sphgeom.ConvexPolygon.convexHull(v)) for t, v in tracts.items()]
+    tract_records = [
+        TractRecord(skymap=SKYMAP, id=t, region=sphgeom.ConvexPolygon.convexHull(v))
+        for t, v in tracts.items()
+    ]
     return tract_records, patches, -10.0 + rows * PATCH_STEP
 
 
@@ -94,8 +99,12 @@ def mosaic(ra: float, dec: float, visit: int) -> list[VisitDetectorRegionRecord]
         dy = (row - 1.5) * (CCD_H + 0.01)
         ccd_ra = ra + dx / math.cos(math.radians(dec))
         records.append(
-            VisitDetectorRegionRecord(instrument=INSTRUMENT, visit=visit, detector=detector,
-                                      region=box(ccd_ra, dec + dy, CCD_W, CCD_H))
+            VisitDetectorRegionRecord(
+                instrument=INSTRUMENT,
+                visit=visit,
+                detector=detector,
+                region=box(ccd_ra, dec + dy, CCD_W, CCD_H),
+            )
         )
     return records
 
@@ -112,11 +121,14 @@ def timed(calls: list[Callable[[], object]]) -> tuple[list[float], list[object]]
 def report(name: str, durations: list[float]) -> None:
     ms = sorted(d * 1e3 for d in durations)
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
-    print(f"{name:44s} n={len(ms):5d}  median {statistics.median(ms):6.3f} ms  p99 {p99:6.3f} ms  max {ms[-1]:6.2f} ms")
+    median = statistics.median(ms)
+    print(f"{name:44s} n={len(ms):5d}  median {median:6.3f} ms  p99 {p99:6.3f} ms  max {ms[-1]:6.2f} ms")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--patches", type=int, default=100_000)
     parser.add_argument("--ccds", type=int, default=100_000, help="visit-detectors (36 per visit)")
     parser.add_argument("--level", type=int, default=HTM_LEVEL)
@@ -134,35 +146,51 @@ def main() -> None:
 
         tracts, patches, max_dec = sky_grid(args.patches)
         registry.sync_dimension_record(
-            "skymap", SkyMapRecord(name=SKYMAP, hash=b"probe", tract_max=len(tracts), patch_nx_max=10, patch_ny_max=10)
+            "skymap",
+            SkyMapRecord(name=SKYMAP, hash=b"probe", tract_max=len(tracts), patch_nx_max=10, patch_ny_max=10),
         )
         start = time.perf_counter()
         registry.insert_dimension_records("tract", tracts)
         registry.insert_dimension_records("patch", patches)
-        print(f"registered {len(tracts)} tracts + {len(patches)} patches in {time.perf_counter() - start:.1f} s")
+        print(
+            f"registered {len(tracts)} tracts + {len(patches)} patches in {time.perf_counter() - start:.1f} s"
+        )
 
         registry.sync_dimension_record("instrument", InstrumentRecord(name=INSTRUMENT, detector_max=36))
         registry.sync_dimension_record("band", BandRecord(name="r"))
-        registry.sync_dimension_record("physical_filter", PhysicalFilterRecord(instrument=INSTRUMENT, name="r.MP9602", band="r"))
-        registry.insert_dimension_records("detector", [DetectorRecord(instrument=INSTRUMENT, id=d) for d in range(36)])
+        registry.sync_dimension_record(
+            "physical_filter", PhysicalFilterRecord(instrument=INSTRUMENT, name="r.MP9602", band="r")
+        )
+        registry.insert_dimension_records(
+            "detector", [DetectorRecord(instrument=INSTRUMENT, id=d) for d in range(36)]
+        )
         n_visits = math.ceil(args.ccds / 36)
         pointings = [field(rng, max_dec) for _ in range(n_visits)]
         visits = [
-            VisitRecord(instrument=INSTRUMENT, id=v + 1, physical_filter="r.MP9602", band="r", day_obs=20240101,
-                        region=box(ra, dec, 1.0, 1.0))
+            VisitRecord(
+                instrument=INSTRUMENT,
+                id=v + 1,
+                physical_filter="r.MP9602",
+                band="r",
+                day_obs=20240101,
+                region=box(ra, dec, 1.0, 1.0),
+            )
             for v, (ra, dec) in enumerate(pointings)
         ]
         ccds = [r for v, (ra, dec) in enumerate(pointings) for r in mosaic(ra, dec, v + 1)][: args.ccds]
         start = time.perf_counter()
         registry.insert_dimension_records("visit", visits)
         registry.insert_dimension_records("visit_detector_region", ccds)
-        print(f"registered {len(visits)} visits + {len(ccds)} visit-detectors in {time.perf_counter() - start:.1f} s")
+        elapsed = time.perf_counter() - start
+        print(f"registered {len(visits)} visits + {len(ccds)} visit-detectors in {elapsed:.1f} s")
         with registry.engine.connect() as connection:
             for table in ("patch_skypix", "visit_detector_region_skypix", "tract_skypix"):
                 count = connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
                 print(f"  {table}: {count} rows")
 
-        queries = [box(*field(rng, max_dec), CCD_W, CCD_H, rotation=rng.uniform(0, 180)) for _ in range(args.queries)]
+        queries = [
+            box(*field(rng, max_dec), CCD_W, CCD_H, rotation=rng.uniform(0, 180)) for _ in range(args.queries)
+        ]
         for query in queries[:50]:  # warm the statement cache and the page cache
             registry.patches_overlapping(query)
         print()
@@ -171,22 +199,33 @@ def main() -> None:
         _, candidates = timed([lambda q=q: registry.patch_candidates(q) for q in queries])
         sizes = sorted(len(c) for c in candidates)  # type: ignore[arg-type]
         found = sorted(len(e) for e in exact)  # type: ignore[arg-type]
-        print(f"{'':44s} candidates median {statistics.median(sizes):.0f} (p99 {sizes[int(0.99 * (len(sizes) - 1))]}),"
-              f" exact median {statistics.median(found):.0f}")
+        p99 = sizes[int(0.99 * (len(sizes) - 1))]
+        print(
+            f"{'':44s} candidates median {statistics.median(sizes):.0f} (p99 {p99}),"
+            f" exact median {statistics.median(found):.0f}"
+        )
 
         sample = rng.sample(ccds, min(args.queries, len(ccds)))
         durations, _ = timed(
-            [lambda r=r: registry.patches_overlapping_element(INSTRUMENT, r.visit, r.detector) for r in sample]
+            [
+                lambda r=r: registry.patches_overlapping_element(INSTRUMENT, r.visit, r.detector)
+                for r in sample
+            ]
         )
         report("patches_overlapping_element(visit, detector)", durations)
 
-        covered = [p for p in rng.sample(patches, min(args.queries * 5, len(patches)))
-                   if -8.0 < _dec(p.region) < max_dec - 2.0][: args.queries]
+        covered = [
+            p
+            for p in rng.sample(patches, min(args.queries * 5, len(patches)))
+            if -8.0 < _dec(p.region) < max_dec - 2.0
+        ][: args.queries]
         durations, found_ccds = timed(
             [lambda p=p: registry.visit_detectors_overlapping_patch(SKYMAP, p.tract, p.id) for p in covered]
         )
         report("visit_detectors_overlapping_patch(patch)", durations)
-        print(f"{'':44s} visit-detectors per patch median {statistics.median(len(c) for c in found_ccds):.0f}")  # type: ignore[arg-type]
+        print(
+            f"{'':44s} visit-detectors per patch median {statistics.median(len(c) for c in found_ccds):.0f}"
+        )  # type: ignore[arg-type]
 
         durations, _ = timed([lambda q=q: registry.visit_detectors_overlapping(q) for q in queries])
         report("visit_detectors_overlapping(CCD region)", durations)

@@ -29,7 +29,7 @@ from .refs import (
 )
 
 
-class CollectionType(str, enum.Enum):
+class CollectionType(enum.StrEnum):
     """Kinds of collection, stored by value in ``collection.type``."""
 
     RUN = "RUN"
@@ -104,7 +104,9 @@ class CollectionManager:
         validate_collection_name(name)
         table = schema.collection
         statement = insert_ignoring_conflicts(connection, table, ["name"]).returning(table.c.id)
-        created = connection.execute(statement, {"name": name, "type": type_.value, "doc": doc}).first() is not None
+        created = (
+            connection.execute(statement, {"name": name, "type": type_.value, "doc": doc}).first() is not None
+        )
         record = self.get(connection, name)
         if record.type is not type_:
             raise CollectionTypeError(
@@ -123,7 +125,9 @@ class CollectionManager:
     def set_chain(self, connection: sa.Connection, chain: CollectionRecord, children: Sequence[str]) -> None:
         """Replace the children of ``chain``; refuse cycles and duplicates."""
         if chain.type is not CollectionType.CHAINED:
-            raise CollectionTypeError(f"collection {chain.name!r} is a {chain.type.value} collection, not CHAINED")
+            raise CollectionTypeError(
+                f"collection {chain.name!r} is a {chain.type.value} collection, not CHAINED"
+            )
         seen: set[str] = set()
         records = []
         for name in children:

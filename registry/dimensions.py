@@ -131,7 +131,7 @@ def tai_ns(value: TimeLike) -> int:
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} is ambiguous: give a timezone (UTC)")
-        value = Time(value.astimezone(datetime.timezone.utc).replace(tzinfo=None), scale="utc")
+        value = Time(value.astimezone(datetime.UTC).replace(tzinfo=None), scale="utc")
     if not isinstance(value, Time):
         raise TypeError(f"not a time: {value!r} (use int TAI ns, an aware datetime or astropy Time)")
     tai = value.tai
@@ -139,7 +139,7 @@ def tai_ns(value: TimeLike) -> int:
     return round((float(tai.jd1) - _UNIX_EPOCH_JD) * _NS_PER_DAY) + round(float(tai.jd2) * _NS_PER_DAY)
 
 
-def time_from_tai_ns(ns: int) -> "astropy.time.Time":
+def time_from_tai_ns(ns: int) -> astropy.time.Time:
     """The ``astropy.time.Time`` (TAI scale) of integer nanoseconds since 1970 TAI."""
     from astropy.time import Time
 
@@ -220,7 +220,7 @@ class VisitRecord:
     day_obs: int
     timespan_begin: int | None = None
     timespan_end: int | None = None
-    region: "lsst.sphgeom.Region | None" = field(default=None, compare=False)
+    region: lsst.sphgeom.Region | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,7 +230,7 @@ class VisitDetectorRegionRecord:
     instrument: str
     visit: int
     detector: int
-    region: "lsst.sphgeom.Region | None" = field(default=None, compare=False)
+    region: lsst.sphgeom.Region | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,7 +251,7 @@ class TractRecord:
 
     skymap: str
     id: int
-    region: "lsst.sphgeom.Region | None" = field(default=None, compare=False)
+    region: lsst.sphgeom.Region | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,7 +263,7 @@ class PatchRecord:
     id: int
     cell_x: int
     cell_y: int
-    region: "lsst.sphgeom.Region | None" = field(default=None, compare=False)
+    region: lsst.sphgeom.Region | None = field(default=None, compare=False)
 
 
 Record: TypeAlias = (

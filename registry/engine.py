@@ -196,7 +196,9 @@ def integrity_violation(error: sa.exc.IntegrityError) -> str:
     return "other"
 
 
-def bulk_insert(connection: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+def bulk_insert(
+    connection: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
     """``executemany`` of plain-valued tuples straight to the driver.
 
     For large batches of ints and strings (spatial index rows), skipping SQLAlchemy's

@@ -325,7 +325,9 @@ def deterministic_dataset_id(
     return uuid.uuid5(LSST_DATASET_NAMESPACE, ",".join(items))
 
 
-def make_dataset_id(dataset_type: DatasetType, data_id: Mapping[str, DataIdValue], run: str, mode: IdMode) -> uuid.UUID:
+def make_dataset_id(
+    dataset_type: DatasetType, data_id: Mapping[str, DataIdValue], run: str, mode: IdMode
+) -> uuid.UUID:
     """Dataset ID for ``mode``: ``unique`` (random UUIDv7), ``type_run`` or ``type`` (UUIDv5)."""
     if mode == "unique":
         return uuid7()

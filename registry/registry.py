@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import lsst.sphgeom as sphgeom
@@ -65,7 +65,7 @@ from .refs import (
     validate_collection_name,
     validate_value,
 )
-from .spatial import HTM_LEVEL, SpatialIndex, encode_region, decode_region
+from .spatial import HTM_LEVEL, SpatialIndex, decode_region, encode_region
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Registry:
             sa.insert(schema.registry_attribute),
             [
                 {"name": "htm_level", "value": str(htm_level)},
-                {"name": "created", "value": datetime.datetime.now(datetime.timezone.utc).isoformat()},
+                {"name": "created", "value": datetime.datetime.now(datetime.UTC).isoformat()},
             ],
         )
         return True
@@ -159,7 +159,9 @@ class Registry:
         revision = migrations.current_revision(connection)
         head = migrations.head_revision()
         if revision is None:
-            raise SchemaVersionError(f"no registry in {where} (empty database?): create one with Registry.create()")
+            raise SchemaVersionError(
+                f"no registry in {where} (empty database?): create one with Registry.create()"
+            )
         if revision != head:
             if revision in migrations.known_revisions():
                 raise SchemaVersionError(
@@ -218,10 +220,10 @@ class Registry:
         """HTM level of this registry's spatial index."""
         return self._spatial.level
 
-    def _write(self, work: Any) -> Any:
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
         return run_transaction(self._engine, work, write=True)
 
-    def _read(self, work: Any) -> Any:
+    def _read(self, work: Callable[[sa.Connection], T]) -> T:
         return run_transaction(self._engine, work, write=False)
 
     # -- dimension records -----------------------------------------------------------
@@ -256,10 +258,14 @@ class Registry:
         return tuple(row[column] for column in element.keys.values())
 
     @staticmethod
-    def _key_condition(element: DimensionElement, table: sa.Table, key: Sequence[Any]) -> sa.ColumnElement[bool]:
+    def _key_condition(
+        element: DimensionElement, table: sa.Table, key: Sequence[Any]
+    ) -> sa.ColumnElement[bool]:
         return sa.and_(*(table.c[column] == value for column, value in zip(element.keys.values(), key)))
 
-    def _check_bands(self, connection: sa.Connection, element: DimensionElement, rows: list[dict[str, Any]]) -> None:
+    def _check_bands(
+        self, connection: sa.Connection, element: DimensionElement, rows: list[dict[str, Any]]
+    ) -> None:
         """Exposures and visits must carry the band of their physical filter."""
         if element.name not in _IMPLYING:
             return
@@ -296,7 +302,10 @@ class Registry:
             if rest:
                 last_values = sorted({row[key_columns[-1]] for row in rows if row[first] == value})
                 for chunk in _chunks(last_values):
-                    found.update(tuple(r) for r in connection.execute(statement.where(table.c[key_columns[-1]].in_(chunk))))
+                    found.update(
+                        tuple(r)
+                        for r in connection.execute(statement.where(table.c[key_columns[-1]].in_(chunk)))
+                    )
             else:
                 found.update(tuple(r) for r in connection.execute(statement))
         return found
@@ -341,7 +350,11 @@ class Registry:
                 statement = sa.insert(table)
             if new:
                 connection.execute(statement, new)
-                keyed = [(key, regions[key]) for key in map(lambda r: self._row_key(el, r), new)] if el.spatial else []
+                keyed = (
+                    [(key, regions[key]) for key in map(lambda r: self._row_key(el, r), new)]
+                    if el.spatial
+                    else []
+                )
                 self._index_regions(connection, el, keyed, ignore_conflicts=on_conflict == "ignore")
             return len(new)
 
@@ -407,7 +420,11 @@ class Registry:
                 region = getattr(record, "region", None)
                 self._index_regions(connection, el, [(key, region)], ignore_conflicts=False)
                 return True
-            existing = connection.execute(sa.select(table).where(self._key_condition(el, table, key))).mappings().one()
+            existing = (
+                connection.execute(sa.select(table).where(self._key_condition(el, table, key)))
+                .mappings()
+                .one()
+            )
             differing = [c for c in el.columns if not _same_value(existing[c], row[c])]
             if differing:
                 details = ", ".join(f"{c}: {existing[c]!r} != {row[c]!r}" for c in differing if c != "region")
@@ -426,12 +443,18 @@ class Registry:
         el = get_element(element)
         missing = [k for k in el.keys if k not in data_id]
         if missing:
-            raise InvalidDataIdError(f"{el.name} records are identified by {', '.join(el.keys)}; missing {missing}")
+            raise InvalidDataIdError(
+                f"{el.name} records are identified by {', '.join(el.keys)}; missing {missing}"
+            )
         key = tuple(validate_value(k, data_id[k]) for k in el.keys)
         table = schema.ELEMENT_TABLES[el.name]
 
         def work(connection: sa.Connection) -> Record | None:
-            row = connection.execute(sa.select(table).where(self._key_condition(el, table, key))).mappings().first()
+            row = (
+                connection.execute(sa.select(table).where(self._key_condition(el, table, key)))
+                .mappings()
+                .first()
+            )
             return None if row is None else self._row_to_record(el, row)
 
         return self._read(work)
@@ -497,9 +520,9 @@ class Registry:
             for instrument in sorted({i for i, _ in wanted}):
                 ids = [n for i, n in wanted if i == instrument]
                 for chunk in _chunks(ids):
-                    query = sa.select(table.c.id, table.c.physical_filter, table.c.band, table.c.day_obs).where(
-                        table.c.instrument == instrument, table.c.id.in_(chunk)
-                    )
+                    query = sa.select(
+                        table.c.id, table.c.physical_filter, table.c.band, table.c.day_obs
+                    ).where(table.c.instrument == instrument, table.c.id.in_(chunk))
                     found.update(((instrument, r.id), r) for r in connection.execute(query))
             for d in data_ids:
                 if name not in d:
@@ -512,7 +535,11 @@ class Registry:
                 for key in ("physical_filter", "band", "day_obs"):
                     _merge_implied(d, key, getattr(row, key), f"{name} {d[name]}")
         wanted_filters = sorted(
-            {(d["instrument"], d["physical_filter"]) for d in data_ids if "physical_filter" in d and "instrument" in d}
+            {
+                (d["instrument"], d["physical_filter"])
+                for d in data_ids
+                if "physical_filter" in d and "instrument" in d
+            }
         )
         if wanted_filters:
             pf = schema.physical_filter.c
@@ -573,7 +600,9 @@ class Registry:
             self._dataset_types[dataset_type.name] = (type_id, dataset_type)
             self._dataset_types_by_id[type_id] = dataset_type
 
-    def _dataset_type_info(self, connection: sa.Connection | None, name: str | DatasetType) -> tuple[int, DatasetType]:
+    def _dataset_type_info(
+        self, connection: sa.Connection | None, name: str | DatasetType
+    ) -> tuple[int, DatasetType]:
         key = name.name if isinstance(name, DatasetType) else name
         info = self._dataset_types.get(key)
         if info is None:
@@ -649,7 +678,9 @@ class Registry:
         def work(connection: sa.Connection) -> tuple[str, ...]:
             record = self._collections.get(connection, name)
             if record.type is not CollectionType.CHAINED:
-                raise CollectionTypeError(f"collection {name!r} is a {record.type.value} collection, not CHAINED")
+                raise CollectionTypeError(
+                    f"collection {name!r} is a {record.type.value} collection, not CHAINED"
+                )
             return tuple(r.name for r in self._collections.children(connection, record))
 
         return self._read(work)
@@ -659,7 +690,9 @@ class Registry:
         return [r.name for r in self._read(lambda c: self._collections.flatten(c, collections))]
 
     def query_collections(
-        self, pattern: str | re.Pattern[str] | None = None, types: Iterable[CollectionType | str] | None = None
+        self,
+        pattern: str | re.Pattern[str] | None = None,
+        types: Iterable[CollectionType | str] | None = None,
     ) -> list[str]:
         """Names of collections matching a glob or regular expression, sorted."""
         kinds = None if types is None else [CollectionType(t) for t in types]
@@ -667,7 +700,9 @@ class Registry:
 
     # -- datasets --------------------------------------------------------------------
 
-    def insert_datasets(self, refs: Iterable[DatasetRef], *, on_conflict: OnConflict = "fail") -> list[DatasetRef]:
+    def insert_datasets(
+        self, refs: Iterable[DatasetRef], *, on_conflict: OnConflict = "fail"
+    ) -> list[DatasetRef]:
         """Register datasets (already written by workers) in one transaction.
 
         Data IDs are validated and completed with their implied values from dimension
@@ -707,7 +742,7 @@ class Registry:
     def _prepare_dataset_rows(
         self, connection: sa.Connection, refs: list[DatasetRef]
     ) -> list[tuple[dict[str, Any], DatasetRef]]:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         types: dict[str, tuple[int, DatasetType]] = {}
         runs: dict[str, CollectionRecord] = {}
         values: list[dict[str, Any]] = []
@@ -717,7 +752,9 @@ class Registry:
             if ref.run not in runs:
                 run = self._collections.get(connection, ref.run)
                 if run.type is not CollectionType.RUN:
-                    raise CollectionTypeError(f"datasets are written to RUN collections; {ref.run!r} is {run.type.value}")
+                    raise CollectionTypeError(
+                        f"datasets are written to RUN collections; {ref.run!r} is {run.type.value}"
+                    )
                 runs[ref.run] = run
             dataset_type = types[ref.dataset_type][1]
             values.append(dict(dataset_type.normalize_data_id(ref.data_id)))
@@ -737,7 +774,9 @@ class Registry:
                 "created": now,
             }
             row.update((column, full.get(column)) for column in schema.DATASET_DATA_ID_COLUMNS)
-            prepared.append((row, DatasetRef(ref.id, ref.dataset_type, ref.run, full, ref.uri, ref.size, ref.checksum)))
+            prepared.append(
+                (row, DatasetRef(ref.id, ref.dataset_type, ref.run, full, ref.uri, ref.size, ref.checksum))
+            )
         return prepared
 
     def _existing_datasets(
@@ -762,7 +801,9 @@ class Registry:
         if kind == "unique":
             clashes = self._read(lambda c: self._find_clashes(c, refs))
             shown = "; ".join(clashes[:5]) + (f"; and {len(clashes) - 5} more" if len(clashes) > 5 else "")
-            return DatasetConflictError(f"datasets already registered, nothing inserted: {shown or error.orig}")
+            return DatasetConflictError(
+                f"datasets already registered, nothing inserted: {shown or error.orig}"
+            )
         if kind == "foreign_key":
             return MissingDimensionRecordError(
                 f"datasets refer to dimension records that are not registered, nothing inserted: {error.orig}"
@@ -796,8 +837,12 @@ class Registry:
         def work(connection: sa.Connection) -> int:
             removed = 0
             for chunk in _chunks(ids):
-                connection.execute(sa.delete(schema.calibration).where(schema.calibration.c.dataset_id.in_(chunk)))
-                removed += connection.execute(sa.delete(schema.dataset).where(schema.dataset.c.id.in_(chunk))).rowcount
+                connection.execute(
+                    sa.delete(schema.calibration).where(schema.calibration.c.dataset_id.in_(chunk))
+                )
+                removed += connection.execute(
+                    sa.delete(schema.dataset).where(schema.dataset.c.id.in_(chunk))
+                ).rowcount
             return removed
 
         removed = self._write(work) if ids else 0
@@ -808,7 +853,9 @@ class Registry:
         dataset_type = self._dataset_types_by_id.get(row["dataset_type_id"])
         if dataset_type is None:
             t = schema.dataset_type
-            type_row = connection.execute(sa.select(t).where(t.c.id == row["dataset_type_id"])).mappings().one()
+            type_row = (
+                connection.execute(sa.select(t).where(t.c.id == row["dataset_type_id"])).mappings().one()
+            )
             dataset_type = _dataset_type_from_row(type_row)
             self._remember_dataset_type(type_row["id"], dataset_type)
         run = self._collections.by_id(connection, row["run_id"])
@@ -896,7 +943,9 @@ class Registry:
             path = self._collections.flatten(connection, collections)
             rank = {record.id: i for i, record in enumerate(path)}
             runs = [r.id for r in path if r.type is CollectionType.RUN]
-            calibs = [r.id for r in path if r.type is CollectionType.CALIBRATION] if dtype.is_calibration else []
+            calibs = (
+                [r.id for r in path if r.type is CollectionType.CALIBRATION] if dtype.is_calibration else []
+            )
             if calibs and when is None and find_first:
                 raise RegistryError(
                     f"finding {dtype.name!r} in calibration collections needs a time (or find_first=False)"
@@ -921,7 +970,9 @@ class Registry:
                 )
                 if when is not None:
                     statement = statement.where(cal.c.valid_begin <= when, cal.c.valid_end > when)
-                found += [(rank[row["collection_id"]], row) for row in connection.execute(statement).mappings()]
+                found += [
+                    (rank[row["collection_id"]], row) for row in connection.execute(statement).mappings()
+                ]
             found.sort(key=lambda item: (item[1]["data_id_key"], item[0]))
             refs: list[DatasetRef] = []
             seen: set[str] = set()
@@ -1034,7 +1085,9 @@ class Registry:
         def work(connection: sa.Connection) -> None:
             record = self._collections.get(connection, collection)
             if record.type is not CollectionType.CALIBRATION:
-                raise CollectionTypeError(f"{collection!r} is a {record.type.value} collection, not CALIBRATION")
+                raise CollectionTypeError(
+                    f"{collection!r} is a {record.type.value} collection, not CALIBRATION"
+                )
             c = schema.collection.c
             # Serialises certifications into one collection on PostgreSQL (SQLite's
             # BEGIN IMMEDIATE already does).
@@ -1049,16 +1102,22 @@ class Registry:
                 raise RegistryError(f"cannot certify unregistered dataset(s) {missing[:5]}")
             seen: set[tuple[int, str]] = set()
             for row in rows:
-                dtype = self._dataset_type_info(connection, self._type_name(connection, row.dataset_type_id))[1]
+                dtype = self._dataset_type_info(connection, self._type_name(connection, row.dataset_type_id))[
+                    1
+                ]
                 if not dtype.is_calibration:
-                    raise RegistryError(f"dataset type {dtype.name!r} is not a calibration type; cannot certify it")
+                    raise RegistryError(
+                        f"dataset type {dtype.name!r} is not a calibration type; cannot certify it"
+                    )
                 identity = (row.dataset_type_id, row.data_id_key)
                 if identity in seen:
                     raise CalibrationOverlapError(
                         f"two {dtype.name} datasets for {row.data_id_key} certified for the same range"
                     )
                 seen.add(identity)
-                self._check_overlap(connection, record, dtype.name, row.dataset_type_id, row.data_id_key, lo, hi)
+                self._check_overlap(
+                    connection, record, dtype.name, row.dataset_type_id, row.data_id_key, lo, hi
+                )
             connection.execute(
                 sa.insert(schema.calibration),
                 [
@@ -1107,8 +1166,9 @@ class Registry:
         ).first()
         if clash is not None:
             raise CalibrationOverlapError(
-                f"{type_name} for {data_id_key} in {record.name!r}: validity [{_show_time(lo)}, {_show_time(hi)}) "
-                f"overlaps the certified [{_show_time(clash.valid_begin)}, {_show_time(clash.valid_end)})"
+                f"{type_name} for {data_id_key} in {record.name!r}: validity "
+                f"[{_show_time(lo)}, {_show_time(hi)}) overlaps the certified "
+                f"[{_show_time(clash.valid_begin)}, {_show_time(clash.valid_end)})"
             )
 
     # -- spatial queries -------------------------------------------------------------
@@ -1141,7 +1201,9 @@ class Registry:
         el = get_element(element)
         missing = [k for k in el.keys if k not in data_id]
         if missing or not el.spatial:
-            raise InvalidDataIdError(f"{element} regions are identified by {', '.join(el.keys)}; missing {missing}")
+            raise InvalidDataIdError(
+                f"{element} regions are identified by {', '.join(el.keys)}; missing {missing}"
+            )
         key = [validate_value(k, data_id[k]) for k in el.keys]
         table = schema.ELEMENT_TABLES[el.name]
         data = connection.execute(
@@ -1189,7 +1251,9 @@ class Registry:
         """Visits (instrument, visit) whose whole-camera region overlaps ``region``."""
         return self._spatial_query("visit", region, True, {"instrument": instrument})
 
-    def visit_detectors_overlapping(self, region: sphgeom.Region, *, instrument: str | None = None) -> list[DataId]:
+    def visit_detectors_overlapping(
+        self, region: sphgeom.Region, *, instrument: str | None = None
+    ) -> list[DataId]:
         """Visit-detectors (instrument, visit, detector) overlapping ``region``."""
         return self._spatial_query("visit_detector_region", region, True, {"instrument": instrument})
 
@@ -1212,7 +1276,9 @@ def _prepare_sqlite_path(url: str | sa.URL, *, must_exist: bool) -> None:
         return
     path = os.path.abspath(parsed.database)
     if must_exist and not os.path.exists(path):
-        raise SchemaVersionError(f"no registry at {path} (file does not exist): create one with Registry.create()")
+        raise SchemaVersionError(
+            f"no registry at {path} (file does not exist): create one with Registry.create()"
+        )
     if not must_exist:
         os.makedirs(os.path.dirname(path), exist_ok=True)
 
@@ -1258,7 +1324,9 @@ def _check_batch(refs: list[DatasetRef]) -> None:
         if ref.id in ids:
             raise DatasetConflictError(f"dataset ID {ref.id} appears twice in one batch, nothing inserted")
         ids.add(ref.id)
-        if ref.size is not None and (isinstance(ref.size, bool) or not isinstance(ref.size, int) or ref.size < 0):
+        if ref.size is not None and (
+            isinstance(ref.size, bool) or not isinstance(ref.size, int) or ref.size < 0
+        ):
             raise ValueError(f"invalid file size {ref.size!r} for {ref}")
         identity = (ref.dataset_type, ref.run, ref.data_id)
         if identity in keys:

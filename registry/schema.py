@@ -268,7 +268,9 @@ dataset = sa.Table(
     # exactly for the dimensions a dataset has.
     sa.ForeignKeyConstraint(["instrument"], ["instrument.name"]),
     sa.ForeignKeyConstraint(["band"], ["band.name"]),
-    sa.ForeignKeyConstraint(["instrument", "physical_filter"], ["physical_filter.instrument", "physical_filter.name"]),
+    sa.ForeignKeyConstraint(
+        ["instrument", "physical_filter"], ["physical_filter.instrument", "physical_filter.name"]
+    ),
     sa.ForeignKeyConstraint(["instrument", "exposure"], ["exposure.instrument", "exposure.id"]),
     sa.ForeignKeyConstraint(["instrument", "visit"], ["visit.instrument", "visit.id"]),
     sa.ForeignKeyConstraint(["instrument", "detector"], ["detector.instrument", "detector.id"]),
@@ -281,7 +283,9 @@ calibration = sa.Table(
     "calibration",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("collection_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "collection_id", sa.Integer, sa.ForeignKey("collection.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("dataset_id", sa.Uuid, sa.ForeignKey("dataset.id", ondelete="CASCADE"), nullable=False),
     sa.Column("dataset_type_id", sa.Integer, sa.ForeignKey("dataset_type.id"), nullable=False),
     sa.Column("data_id_key", sa.String(DATA_ID_KEY_LENGTH), nullable=False),

@@ -101,7 +101,9 @@ class SpatialIndex:
 
     # -- writing ---------------------------------------------------------------------
 
-    def rows_for(self, element: str, keyed_regions: Iterable[tuple[KeyTuple, sphgeom.Region | None]]) -> list[KeyTuple]:
+    def rows_for(
+        self, element: str, keyed_regions: Iterable[tuple[KeyTuple, sphgeom.Region | None]]
+    ) -> list[KeyTuple]:
         """Overlap-table rows ``(*key, skypix_index)`` for (key, region) pairs of ``element``.
 
         Keys are tuples in the element's key order; pairs without a region give no rows.

@@ -37,7 +37,11 @@ POSTGRES_URL_VARIABLE = "COADD_TEST_POSTGRES_URL"
 INSTRUMENT = "MegaPrime"
 FILTERS = {"g.MP9402": "g", "r.MP9602": "r", "i.MP9703": "i"}
 INSTRUMENT_RECORD = InstrumentRecord(
-    name=INSTRUMENT, detector_max=36, visit_max=2**31, exposure_max=2**31, class_name="coadd_core.instrument.MegaPrime"
+    name=INSTRUMENT,
+    detector_max=36,
+    visit_max=2**31,
+    exposure_max=2**31,
+    class_name="coadd_core.instrument.MegaPrime",
 )
 
 
@@ -107,19 +111,22 @@ def exposure_time(exposure: int) -> int:
     """TAI ns start of sample exposure ``exposure``: one per hour from 2024-01-01."""
     import datetime
 
-    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     return tai_ns(start) + exposure * 3600 * 10**9
 
 
-def add_instrument(registry: Registry, *, detectors: int = 6, exposures: int = 4, visits: bool = False) -> None:
+def add_instrument(
+    registry: Registry, *, detectors: int = 6, exposures: int = 4, visits: bool = False
+) -> None:
     """MegaPrime with bands g/r/i, ``detectors`` CCDs and ``exposures`` exposures.
 
     Exposure ``n`` (1-based) uses filter ``list(FILTERS)[n % 3]`` and lasts 300 s from
     :func:`exposure_time`; with ``visits``, one visit per exposure (same id).
     """
     registry.sync_dimension_record("instrument", INSTRUMENT_RECORD)
-    registry.insert_dimension_records("band", [BandRecord(name=b) for b in sorted(set(FILTERS.values()))],
-                                      on_conflict="ignore")
+    registry.insert_dimension_records(
+        "band", [BandRecord(name=b) for b in sorted(set(FILTERS.values()))], on_conflict="ignore"
+    )
     registry.insert_dimension_records(
         "physical_filter",
         [PhysicalFilterRecord(instrument=INSTRUMENT, name=n, band=b) for n, b in FILTERS.items()],
@@ -127,8 +134,12 @@ def add_instrument(registry: Registry, *, detectors: int = 6, exposures: int = 4
     )
     registry.insert_dimension_records(
         "detector",
-        [DetectorRecord(instrument=INSTRUMENT, id=d, full_name=f"ccd{d:02d}", serial=f"S{d}", purpose="SCIENCE")
-         for d in range(detectors)],
+        [
+            DetectorRecord(
+                instrument=INSTRUMENT, id=d, full_name=f"ccd{d:02d}", serial=f"S{d}", purpose="SCIENCE"
+            )
+            for d in range(detectors)
+        ],
         on_conflict="ignore",
     )
     records = []
@@ -138,15 +149,33 @@ def add_instrument(registry: Registry, *, detectors: int = 6, exposures: int = 4
         begin = exposure_time(n)
         records.append(
             ExposureRecord(
-                instrument=INSTRUMENT, id=n, physical_filter=physical, band=FILTERS[physical], day_obs=20240101,
-                obs_id=f"{n}o", observation_type="science" if n % 2 else "flat", exposure_time=300.0,
-                dark_time=301.0, timespan_begin=begin, timespan_end=begin + 300 * 10**9,
-                tracking_ra=10.0, tracking_dec=0.0, sky_angle=0.0, airmass=1.1,
+                instrument=INSTRUMENT,
+                id=n,
+                physical_filter=physical,
+                band=FILTERS[physical],
+                day_obs=20240101,
+                obs_id=f"{n}o",
+                observation_type="science" if n % 2 else "flat",
+                exposure_time=300.0,
+                dark_time=301.0,
+                timespan_begin=begin,
+                timespan_end=begin + 300 * 10**9,
+                tracking_ra=10.0,
+                tracking_dec=0.0,
+                sky_angle=0.0,
+                airmass=1.1,
             )
         )
         visit_records.append(
-            VisitRecord(instrument=INSTRUMENT, id=n, physical_filter=physical, band=FILTERS[physical],
-                        day_obs=20240101, timespan_begin=begin, timespan_end=begin + 300 * 10**9)
+            VisitRecord(
+                instrument=INSTRUMENT,
+                id=n,
+                physical_filter=physical,
+                band=FILTERS[physical],
+                day_obs=20240101,
+                timespan_begin=begin,
+                timespan_end=begin + 300 * 10**9,
+            )
         )
     registry.insert_dimension_records("exposure", records, on_conflict="ignore")
     if visits:

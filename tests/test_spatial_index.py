@@ -44,14 +44,19 @@ def _populate(registry: Registry, rng: random.Random) -> tuple[dict, dict, dict]
         "skymap", SkyMapRecord(name=SKYMAP, hash=b"h", tract_max=10, patch_nx_max=100, patch_ny_max=100)
     )
     tracts = {(SKYMAP, t): box(*_random_position(rng), 1.7, 1.7, rng.uniform(0, 90)) for t in range(6)}
-    registry.insert_dimension_records("tract", [TractRecord(skymap=s, id=t, region=r) for (s, t), r in tracts.items()])
+    registry.insert_dimension_records(
+        "tract", [TractRecord(skymap=s, id=t, region=r) for (s, t), r in tracts.items()]
+    )
     patches = {}
     for i in range(900):
         ra, dec = _random_position(rng)
         patches[(SKYMAP, i % 6, i)] = box(ra, dec, PATCH, PATCH, rng.uniform(0, 90))
     registry.insert_dimension_records(
         "patch",
-        [PatchRecord(skymap=s, tract=t, id=p, cell_x=p % 30, cell_y=p // 30, region=r) for (s, t, p), r in patches.items()],
+        [
+            PatchRecord(skymap=s, tract=t, id=p, cell_x=p % 30, cell_y=p // 30, region=r)
+            for (s, t, p), r in patches.items()
+        ],
     )
     add_instrument(registry, detectors=36, exposures=10, visits=True)
     ccds = {}
@@ -61,7 +66,10 @@ def _populate(registry: Registry, rng: random.Random) -> tuple[dict, dict, dict]
             ccds[(INSTRUMENT, visit, detector)] = box(ra, dec, *CCD, rotation=rng.uniform(0, 180))
     registry.insert_dimension_records(
         "visit_detector_region",
-        [VisitDetectorRegionRecord(instrument=i, visit=v, detector=d, region=r) for (i, v, d), r in ccds.items()],
+        [
+            VisitDetectorRegionRecord(instrument=i, visit=v, detector=d, region=r)
+            for (i, v, d), r in ccds.items()
+        ],
     )
     return tracts, patches, ccds
 
@@ -79,8 +87,11 @@ def test_overlaps_are_exact_and_candidates_a_superset(registry: Registry) -> Non
     tracts, patches, ccds = _populate(registry, rng)
     queries = [box(*_random_position(rng), *CCD, rotation=rng.uniform(0, 180)) for _ in range(60)]
     queries += [box(*_random_position(rng), PATCH, PATCH) for _ in range(20)]
-    queries.append(sphgeom.Circle(sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(12.0, 1.0)),
-                                  sphgeom.Angle.fromDegrees(1.5)))
+    queries.append(
+        sphgeom.Circle(
+            sphgeom.UnitVector3d(sphgeom.LonLat.fromDegrees(12.0, 1.0)), sphgeom.Angle.fromDegrees(1.5)
+        )
+    )
     nonempty = 0
     for query in queries:
         exact = _keys(registry.patches_overlapping(query), ("skymap", "tract", "patch"))
@@ -115,15 +126,21 @@ def test_candidates_shrink_with_exact_test(registry: Registry) -> None:
     registry.sync_dimension_record(
         "skymap", SkyMapRecord(name=SKYMAP, hash=b"h", tract_max=1, patch_nx_max=40, patch_ny_max=40)
     )
-    registry.sync_dimension_record("tract", TractRecord(skymap=SKYMAP, id=0, region=box(50.0, 10.0, 4.0, 4.0)))
+    registry.sync_dimension_record(
+        "tract", TractRecord(skymap=SKYMAP, id=0, region=box(50.0, 10.0, 4.0, 4.0))
+    )
     step = 0.2
     patches = {}
     for y in range(16):
         for x in range(16):
             patches[(SKYMAP, 0, y * 16 + x)] = box(48.5 + x * step, 8.5 + y * step, PATCH, PATCH)
     registry.insert_dimension_records(
-        "patch", [PatchRecord(skymap=s, tract=t, id=p, cell_x=p % 16, cell_y=p // 16, region=r)
-                  for (s, t, p), r in patches.items()])
+        "patch",
+        [
+            PatchRecord(skymap=s, tract=t, id=p, cell_x=p % 16, cell_y=p // 16, region=r)
+            for (s, t, p), r in patches.items()
+        ],
+    )
     query = box(50.01, 10.02, *CCD, rotation=30.0)
     exact = _keys(registry.patches_overlapping(query), ("skymap", "tract", "patch"))
     candidates = _keys(registry.patch_candidates(query), ("skymap", "tract", "patch"))
@@ -133,8 +150,14 @@ def test_candidates_shrink_with_exact_test(registry: Registry) -> None:
 
 def test_visit_regions_and_replacing_records(registry: Registry) -> None:
     add_instrument(registry, exposures=2)
-    visit = VisitRecord(instrument=INSTRUMENT, id=1, physical_filter="r.MP9602", band="r", day_obs=20240101,
-                        region=box(30.0, -20.0, 1.0, 1.0))
+    visit = VisitRecord(
+        instrument=INSTRUMENT,
+        id=1,
+        physical_filter="r.MP9602",
+        band="r",
+        day_obs=20240101,
+        region=box(30.0, -20.0, 1.0, 1.0),
+    )
     assert registry.sync_dimension_record("visit", visit)
     assert not registry.sync_dimension_record("visit", visit)
     found = registry.visits_overlapping(box(30.4, -20.4, 0.2, 0.2))
@@ -147,8 +170,11 @@ def test_visit_regions_and_replacing_records(registry: Registry) -> None:
 def test_htm_level_is_fixed_at_creation(registry_url: str) -> None:
     with Registry.create(registry_url, htm_level=6) as created:
         created.sync_dimension_record(
-            "skymap", SkyMapRecord(name=SKYMAP, hash=b"h", tract_max=1, patch_nx_max=1, patch_ny_max=1))
-        created.sync_dimension_record("tract", TractRecord(skymap=SKYMAP, id=0, region=box(5.0, 5.0, 1.0, 1.0)))
+            "skymap", SkyMapRecord(name=SKYMAP, hash=b"h", tract_max=1, patch_nx_max=1, patch_ny_max=1)
+        )
+        created.sync_dimension_record(
+            "tract", TractRecord(skymap=SKYMAP, id=0, region=box(5.0, 5.0, 1.0, 1.0))
+        )
     with Registry.open(registry_url) as opened:
         assert opened.htm_level == 6
         assert len(opened.tracts_overlapping(box(5.5, 5.5, 0.2, 0.2))) == 1
