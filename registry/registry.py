@@ -350,11 +350,8 @@ class Registry:
                 statement = sa.insert(table)
             if new:
                 connection.execute(statement, new)
-                keyed = (
-                    [(key, regions[key]) for key in map(lambda r: self._row_key(el, r), new)]
-                    if el.spatial
-                    else []
-                )
+                keys = [self._row_key(el, row) for row in new] if el.spatial else []
+                keyed = [(key, regions[key]) for key in keys]
                 self._index_regions(connection, el, keyed, ignore_conflicts=on_conflict == "ignore")
             return len(new)
 

@@ -13,24 +13,26 @@ candidates are a superset of the answer and the answer is exact.
 
 Why HTM level 8 (LSST's common skypix is level 7)
 -------------------------------------------------
-Measured with ``benchmarks/registry_spatial_probe.py``-style inputs: a contiguous grid
-of 43,650 patch-like squares (0.216 deg, the outer box of a 4000+2x100 px patch at
-0.185"/px) and 300 randomly placed and rotated CCD-like queries (0.105 x 0.237 deg, a
-MegaPrime CCD), each truly overlapping 4 patches (median):
+Measured with ``benchmarks/registry_spatial_probe.py`` on SQLite (one core): 10^5
+patch-like squares on a contiguous grid (0.216 deg, the outer box of a 4000+2x100 px
+patch at 0.185"/px) and 10^5 CCD-like rectangles (0.105 x 0.237 deg, MegaPrime, 36 per
+visit), then 2000 randomly placed and rotated CCD-sized queries, each truly overlapping
+4 patches (median):
 
-=====  ================  ====================  =================
-level  indices / patch   candidates med (p99)  trixel size (deg)
-=====  ================  ====================  =================
-6      1.6               59 (131)              ~1.4
-7      2.3               24 (61)               ~0.7
-8      3.9               12 (26)               ~0.35
-9      8.1               8 (11)                ~0.18
-10     20.3              6 (8)                 ~0.09
-=====  ================  ====================  =================
+=====  ==========  ===========  ===================  ====================  ===============
+level  rows/patch  register     patch candidates     patches_overlapping   visit-detector
+                   2 x 10^5     median (p99)         median / p99          query p99
+=====  ==========  ===========  ===================  ====================  ===============
+7      2.3         12 s         25 (80)              0.38 / 0.72 ms        1.41 ms
+8      3.8         14 s         13 (30)              0.37 / 0.92 ms        0.82 ms
+9      7.8         25 s         8 (13)               0.35 / 0.70 ms        1.03 ms
+=====  ==========  ===========  ===================  ====================  ===============
 
-Level 8 halves the candidates of level 7 (each costs a row fetch, a region decode and
-an exact test) for 1.7x the index rows; level 9 doubles the rows again for a third fewer
-candidates, and tract regions (~1.7 deg) would need hundreds of rows each. The level is
+Per-query time is dominated by the fixed cost of one SQL round trip (~0.25 ms), so the
+levels differ little in the median; level 8 halves the candidates of level 7 (and cuts
+their tail by 2.7x: fewer rows fetched, decoded and tested as regions get larger or
+denser) for 1.7x the index rows, while level 9 doubles the rows again and the
+registration time, and tract regions (~1.7 deg) would need ~270 rows each. The level is
 fixed when a registry is created (stored in ``registry_attribute``), so every overlap
 table of one registry uses the same trixels and can be joined on ``skypix_index``.
 """
