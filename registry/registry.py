@@ -991,16 +991,31 @@ class Registry:
         collections: str | Sequence[str],
         *,
         time: TimeLike | None = None,
+        timespan: tuple[TimeLike | None, TimeLike | None] | None = None,
     ) -> DatasetRef | None:
         """The first dataset of ``dataset_type`` with ``data_id`` along ``collections``.
 
         Keys of ``data_id`` that are not dimensions of the type are ignored, and missing
         required values are filled from implied ones: a raw's data ID (instrument,
-        exposure, detector) finds its flat through the exposure's physical filter. For
-        calibration types the lookup time defaults to the middle of the exposure's
-        timespan when the data ID has an exposure.
+        exposure, detector) finds its flat through the exposure's physical filter.
+
+        In CALIBRATION collections a dataset matches if its validity range contains
+        ``time``, or overlaps ``timespan`` = [begin, end) (more than one match is then
+        an error, as the choice would be arbitrary). Without either, the middle of the
+        exposure's timespan is used when the data ID has an exposure.
         """
-        when = None if time is None else tai_ns(time)
+        if time is not None and timespan is not None:
+            raise ValueError("give time or timespan, not both")
+        when: tuple[int, int] | None = None
+        if time is not None:
+            when = (tai_ns(time), tai_ns(time) + 1)
+        elif timespan is not None:
+            when = (
+                TIME_MIN if timespan[0] is None else tai_ns(timespan[0]),
+                TIME_MAX if timespan[1] is None else tai_ns(timespan[1]),
+            )
+            if not when[0] < when[1]:
+                raise ValueError(f"empty timespan {timespan}")
 
         def work(connection: sa.Connection) -> DatasetRef | None:
             type_id, dtype = self._dataset_type_info(connection, dataset_type)
@@ -1008,9 +1023,10 @@ class Registry:
             if any(k not in values for k in dtype.dimensions):
                 self._add_implied(connection, [values])
             key = dtype.normalize_data_id(values, strict=False).key_string(dtype.dimensions)
-            instant = when
-            if instant is None and dtype.is_calibration:
-                instant = self._exposure_midpoint(connection, values)
+            span = when
+            if span is None and dtype.is_calibration:
+                middle = self._exposure_midpoint(connection, values)
+                span = None if middle is None else (middle, middle + 1)
             d = schema.dataset
             for record in self._collections.flatten(connection, collections):
                 if record.type is CollectionType.RUN:
@@ -1018,10 +1034,10 @@ class Registry:
                         d.c.dataset_type_id == type_id, d.c.run_id == record.id, d.c.data_id_key == key
                     )
                 elif record.type is CollectionType.CALIBRATION and dtype.is_calibration:
-                    if instant is None:
+                    if span is None:
                         raise RegistryError(
                             f"finding {dtype.name!r} in calibration collection {record.name!r} needs a time "
-                            "(give time=..., or a data ID with an exposure that has a timespan)"
+                            "(give time=... or timespan=..., or a data ID of an exposure with a timespan)"
                         )
                     cal = schema.calibration.c
                     statement = (
@@ -1031,15 +1047,21 @@ class Registry:
                             cal.collection_id == record.id,
                             cal.dataset_type_id == type_id,
                             cal.data_id_key == key,
-                            cal.valid_begin <= instant,
-                            cal.valid_end > instant,
+                            cal.valid_begin < span[1],
+                            cal.valid_end > span[0],
                         )
+                        .limit(2)
                     )
                 else:
                     continue
-                row = connection.execute(statement).mappings().first()
-                if row is not None:
-                    return self._ref_from_row(connection, row)
+                rows = connection.execute(statement).mappings().all()
+                if len(rows) > 1:
+                    raise RegistryError(
+                        f"{dtype.name} for {key} in {record.name!r}: several validity ranges overlap "
+                        "the requested timespan; give a time instead"
+                    )
+                if rows:
+                    return self._ref_from_row(connection, rows[0])
             return None
 
         return self._read(work)

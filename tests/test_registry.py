@@ -446,6 +446,12 @@ def test_calibration_certify_and_lookup(registry: Registry) -> None:
         == bias_b[0]
     )
 
+    detector1 = {"instrument": INSTRUMENT, "detector": 1}
+    assert registry.find_dataset("bias", detector1, "calib", timespan=(t0 - 10, t0 + 10)) == bias_a[1]
+    assert registry.find_dataset("bias", detector1, "calib", timespan=(t1 + 5, None)) == bias_b[1]
+    with pytest.raises(RegistryError, match="several validity ranges"):
+        registry.find_dataset("bias", detector1, "calib", timespan=(t1 - 5, t1 + 5))
+
     at_t1 = registry.query_datasets("bias", "calib", time=t1)
     assert at_t1 == sorted(bias_b, key=lambda r: r.data_id["detector"])
     assert len(registry.query_datasets("bias", "calib", find_first=False)) == 4
