@@ -9,9 +9,12 @@ import dataclasses
 import datetime
 import logging
 import multiprocessing
+import os
 import pickle
 import uuid
 
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 from registry_fixtures import (  # noqa: F401  (fixtures are used by name)
     FILTERS,
@@ -514,6 +517,17 @@ def test_invalid_string_values_rejected(bad: str) -> None:
         make_data_id(instrument=bad)
     with pytest.raises(InvalidDataIdError):
         DatasetRef.new(FLAT, {"instrument": "MegaPrime", "detector": 1, "physical_filter": bad}, "run")
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.one_of(st.text(max_size=140), st.from_regex(r"[A-Za-z0-9_.+/\-]{1,20}", fullmatch=True)))
+def test_accepted_strings_are_single_safe_path_components(text: str) -> None:
+    try:
+        value = make_data_id(physical_filter=text)["physical_filter"]
+    except InvalidDataIdError:
+        return
+    assert value == text and os.path.basename(text) == text and os.path.normpath(text) == text
+    assert not text.startswith((".", "-")) and ".." not in text and text.isprintable() and len(text) <= 128
 
 
 @pytest.mark.parametrize("bad", ["3", 3.0, True, -1, 2**63, None])
