@@ -698,7 +698,11 @@ class Registry:
     # -- datasets --------------------------------------------------------------------
 
     def insert_datasets(
-        self, refs: Iterable[DatasetRef], *, on_conflict: OnConflict = "fail"
+        self,
+        refs: Iterable[DatasetRef],
+        *,
+        on_conflict: OnConflict = "fail",
+        replacing: Iterable[DatasetRef | uuid.UUID] = (),
     ) -> list[DatasetRef]:
         """Register datasets (already written by workers) in one transaction.
 
@@ -707,6 +711,8 @@ class Registry:
         ``on_conflict='fail'`` any clash (same ID, or same type, run and data ID) is a
         :class:`DatasetConflictError` and nothing is inserted; with ``'ignore'`` refs whose
         (type, run, data ID) exists are skipped and the stored refs returned in their place.
+        Datasets in ``replacing`` are removed in the same transaction (a clobbering
+        rewrite: the old entry disappears exactly when the new one appears).
         """
         if on_conflict not in ("fail", "ignore"):
             raise ValueError(f"on_conflict must be 'fail' or 'ignore', not {on_conflict!r}")
@@ -715,7 +721,11 @@ class Registry:
             return []
         _check_batch(refs)
 
+        replaced_ids = sorted({r.id if isinstance(r, DatasetRef) else r for r in replacing})
+
         def work(connection: sa.Connection) -> list[DatasetRef]:
+            if replaced_ids:
+                self._delete_datasets(connection, replaced_ids)
             prepared = self._prepare_dataset_rows(connection, refs)
             rows = [row for row, _ in prepared]
             completed = [ref for _, ref in prepared]
@@ -830,21 +840,29 @@ class Registry:
         Only registry entries are removed: deleting files is the datastore's job.
         """
         ids = sorted({r.id if isinstance(r, DatasetRef) else r for r in refs})
-
-        def work(connection: sa.Connection) -> int:
-            removed = 0
-            for chunk in _chunks(ids):
-                connection.execute(
-                    sa.delete(schema.calibration).where(schema.calibration.c.dataset_id.in_(chunk))
-                )
-                removed += connection.execute(
-                    sa.delete(schema.dataset).where(schema.dataset.c.id.in_(chunk))
-                ).rowcount
-            return removed
-
-        removed = self._write(work) if ids else 0
+        removed = self._write(lambda c: self._delete_datasets(c, ids)) if ids else 0
         log.debug("removed %d dataset(s)", removed)
         return removed
+
+    @staticmethod
+    def _delete_datasets(connection: sa.Connection, ids: list[uuid.UUID]) -> int:
+        removed = 0
+        for chunk in _chunks(ids):
+            connection.execute(sa.delete(schema.calibration).where(schema.calibration.c.dataset_id.in_(chunk)))
+            removed += connection.execute(sa.delete(schema.dataset).where(schema.dataset.c.id.in_(chunk))).rowcount
+        return removed
+
+    def count_datasets_with_uri(self, uri: str) -> int:
+        """How many registered datasets refer to file ``uri`` (raws share one file per exposure)."""
+        d = schema.dataset.c
+        return int(
+            self._read(lambda c: c.execute(sa.select(sa.func.count()).where(d.uri == uri)).scalar_one())
+        )
+
+    def known_uris(self) -> set[str]:
+        """Every file URI the registry refers to (for finding orphaned files)."""
+        d = schema.dataset.c
+        return set(self._read(lambda c: [u for (u,) in c.execute(sa.select(d.uri).distinct()) if u]))
 
     def _ref_from_row(self, connection: sa.Connection, row: Mapping[str, Any]) -> DatasetRef:
         dataset_type = self._dataset_types_by_id.get(row["dataset_type_id"])

@@ -264,6 +264,8 @@ dataset = sa.Table(
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("dataset_type_id", "run_id", "data_id_key"),
     sa.Index(None, "run_id"),
+    # Raws of one exposure share a file; removal asks who else refers to it.
+    sa.Index(None, "uri"),
     # NULL in any column of a composite foreign key switches it off, so these hold
     # exactly for the dimensions a dataset has.
     sa.ForeignKeyConstraint(["instrument"], ["instrument.name"]),

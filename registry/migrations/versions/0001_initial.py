@@ -257,6 +257,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_dataset_run_id"), "dataset", ["run_id"], unique=False)
     op.create_index(op.f("ix_dataset_skymap"), "dataset", ["skymap"], unique=False)
     op.create_index(op.f("ix_dataset_tract"), "dataset", ["tract"], unique=False)
+    op.create_index(op.f("ix_dataset_uri"), "dataset", ["uri"], unique=False)
     op.create_index(op.f("ix_dataset_visit"), "dataset", ["visit"], unique=False)
     op.create_table(
         "patch_skypix",
