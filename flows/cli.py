@@ -120,6 +120,66 @@ def _add_skymap(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--type", choices=("rings",), default="rings", help="sky map kind (default: rings)")
     cli_common.add_format_argument(f)
     f.set_defaults(func=_cmd_skymap_find)
+    r = ssub.add_parser(
+        "register",
+        help="register a sky map's tracts and patches (with their sky regions) in a repository",
+        description=(
+            "Write the skymap, tract and patch records with their regions into the registry's "
+            "spatial index, and the sky map definition as a skyMap dataset in RUN 'skymaps'. "
+            "Project defaults: rings, 120 rings, TAN, 0.185 arcsec/px, patches 4000x4000 + 100 border."
+        ),
+    )
+    cli_common.add_repo_argument(r)
+    r.add_argument("name", metavar="NAME", help="sky map name in the registry, e.g. 'rings'")
+    r.add_argument("--type", choices=("rings", "discrete"), default="rings", help="sky map kind (default: rings)")
+    r.add_argument("--ra-list", type=_float_list, default=None, metavar="RA,...", help="discrete: tract centre RAs (deg)")
+    r.add_argument("--dec-list", type=_float_list, default=None, metavar="DEC,...", help="discrete: tract centre Decs (deg)")
+    r.add_argument("--radius-list", type=_float_list, default=None, metavar="R,...", help="discrete: tract radii (deg)")
+    r.add_argument("--pixel-scale", type=float, default=None, help="arcsec per pixel (default: 0.185)")
+    r.add_argument(
+        "--tracts",
+        default="all",
+        help="'all' (default; the rings map has 18938 tracts, a few minutes), 'overlapping' (tracts "
+        "overlapping the registered visits) or a comma-separated list of tract ids",
+    )
+    r.set_defaults(func=_cmd_skymap_register)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_skymap_register(args: argparse.Namespace) -> int:
+    from coadd_core.skymap import make_skymap
+    from registry.butler import Butler
+    from registry.skymaps import register_skymap, tracts_overlapping_visits
+
+    options: dict = {}
+    if args.pixel_scale is not None:
+        options["pixel_scale"] = args.pixel_scale
+    if args.type == "discrete":
+        if not (args.ra_list and args.dec_list and args.radius_list):
+            raise CommandError("a discrete sky map needs --ra-list, --dec-list and --radius-list")
+        options.update(ra_list=args.ra_list, dec_list=args.dec_list, radius_list=args.radius_list)
+    skymap = make_skymap(args.type, **options)
+    with Butler.open(args.repo) as butler:
+        if args.tracts == "all":
+            tract_ids = None
+        elif args.tracts == "overlapping":
+            tract_ids = tracts_overlapping_visits(butler, skymap)
+            if not tract_ids:
+                raise CommandError("no registered visit overlaps the sky map: ingest science raws first")
+        else:
+            try:
+                tract_ids = [int(t) for t in args.tracts.split(",")]
+            except ValueError:
+                raise CommandError(f"--tracts: expected all, overlapping or tract ids, got {args.tracts!r}") from None
+        counts = register_skymap(butler, args.name, skymap, tract_ids=tract_ids, progress=True)
+    print(f"sky map {args.name!r} ({args.type}): {counts['tracts']} tract(s) and {counts['patches']} patch(es) registered")
+    return 0
 
 
 def _parse_position(text: str) -> tuple[float, float]:
@@ -138,6 +198,150 @@ def _cmd_skymap_find(args: argparse.Namespace) -> int:
 
     positions = [_parse_position(p) for p in args.positions]
     rows = find_positions(positions, kind=args.type)
+    print(cli_common.format_json(rows) if args.format == "json" else cli_common.format_table(rows))
+    return 0
+
+
+def _add_repo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("repo", help="create a data repository")
+    rsub = p.add_subparsers(dest="repo_command", metavar="COMMAND", required=True)
+    c = rsub.add_parser(
+        "create",
+        help="create a repository (registry + datastore) at REPO",
+        description=(
+            "Create a data repository. Embedded defaults: registry sqlite:///REPO/registry.sqlite3, "
+            "files under REPO/. For a cluster: --registry-url postgresql+psycopg://... and "
+            "--datastore-url s3://bucket/prefix (credentials come from the environment, never the config)."
+        ),
+    )
+    cli_common.add_repo_argument(c)
+    c.add_argument("--registry-url", default=None, help="SQLAlchemy URL of the registry database")
+    c.add_argument("--datastore-url", default=None, help="root of the datastore (path or s3:// URL)")
+    c.add_argument("--exist-ok", action="store_true", help="do nothing if the repository exists")
+    c.set_defaults(func=_cmd_repo_create)
+
+
+def _cmd_repo_create(args: argparse.Namespace) -> int:
+    from registry.butler import Butler
+
+    with Butler.create(
+        args.repo, registry_url=args.registry_url, datastore_url=args.datastore_url, exist_ok=args.exist_ok
+    ) as butler:
+        print(f"repository {butler.repo}: registry {butler.registry.url}, datastore {butler.datastore.root_url}")
+    return 0
+
+
+def _add_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="ingest raw MegaPrime files (science, bias, dark, flat) into a repository",
+        description=(
+            "Read each raw file's CCD headers (astro_metadata_translator), register the instrument, "
+            "detector, filter, exposure and visit records with each CCD's sky region, and a 'raw' "
+            "dataset per exposure-detector. Re-ingesting a file is a reported no-op; a bad file is "
+            "reported with its cause and the others are ingested."
+        ),
+    )
+    cli_common.add_repo_argument(p)
+    p.add_argument("files", nargs="+", metavar="FILES_OR_URLS", help="raw files, directories, globs or s3:// URLs")
+    p.add_argument(
+        "--transfer", choices=("copy", "move", "symlink", "direct"), default="copy",
+        help="how files enter the datastore (default: copy; direct leaves them in place)",
+    )
+    p.add_argument("--run", default=None, help="RUN collection (default: <instrument>/raw/all)")
+    p.add_argument(
+        "--task-runner", dest="task_runner", type=cli_common.parse_task_runner, default=None,
+        metavar="RUNNER", help="threads (default), processes or dask[=ADDRESS] for reading headers",
+    )
+    p.set_defaults(func=_cmd_ingest)
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.ingest import run_ingest
+
+    if args.run is not None:
+        cli_common.validate_collection_name(args.run)
+    result = run_ingest(args.repo, args.files, transfer=args.transfer, run=args.run, task_runner=args.task_runner)
+    print(result["summary"])
+    for uri, message in result["failed"]:
+        print(f"  failed: {message}")
+    return EXIT_ERROR if result["failed"] else 0
+
+
+def _add_query(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("query", help="query datasets, collections and data IDs of a repository")
+    qsub = p.add_subparsers(dest="query_command", metavar="COMMAND", required=True)
+    d = qsub.add_parser("datasets", help="datasets of a type in collections, filtered by a data query")
+    cli_common.add_repo_argument(d)
+    d.add_argument("dataset_type", metavar="DATASET_TYPE")
+    d.add_argument(
+        "-c", "--collections", type=cli_common.parse_collection_list, required=True,
+        metavar="COLLECTIONS", help="comma-separated collections, searched in order",
+    )
+    cli_common.add_data_query_argument(d)
+    d.add_argument("--all", dest="find_first", action="store_false", help="every match, not only the first along the collections")
+    cli_common.add_format_argument(d)
+    d.set_defaults(func=_cmd_query_datasets)
+    c = qsub.add_parser("collections", help="collections (RUN, CHAINED, CALIBRATION) of a repository")
+    cli_common.add_repo_argument(c)
+    c.add_argument("pattern", nargs="?", default=None, help="glob pattern, e.g. 'MegaPrime/*'")
+    cli_common.add_format_argument(c)
+    c.set_defaults(func=_cmd_query_collections)
+    i = qsub.add_parser("data-ids", help="dimension records (exposure, visit, detector, patch, ...) matching a data query")
+    cli_common.add_repo_argument(i)
+    i.add_argument("element", metavar="ELEMENT", help="exposure, visit, detector, physical_filter, tract, patch, ...")
+    cli_common.add_data_query_argument(i)
+    cli_common.add_format_argument(i)
+    i.set_defaults(func=_cmd_query_data_ids)
+
+
+def _cmd_query_datasets(args: argparse.Namespace) -> int:
+    from registry.butler import Butler
+
+    with Butler.open(args.repo) as butler:
+        refs = butler.query_datasets(args.dataset_type, args.collections, args.data_query, find_first=args.find_first)
+    if args.format == "json":
+        print(cli_common.format_json(
+            {"dataset_type": r.dataset_type, "id": str(r.id), "data_id": dict(r.data_id), "run": r.run, "uri": r.uri}
+            for r in refs
+        ))
+    else:
+        rows = [{"type": r.dataset_type, "run": r.run, **dict(r.data_id), "uri": r.uri} for r in refs]
+        columns = list(dict.fromkeys(k for row in rows for k in row if k != "uri")) + ["uri"] if rows else None
+        print(cli_common.format_table(rows, columns))
+    return 0
+
+
+def _cmd_query_collections(args: argparse.Namespace) -> int:
+    from registry.butler import Butler
+
+    with Butler.open(args.repo) as butler:
+        names = butler.registry.query_collections(args.pattern)
+        rows = []
+        for name in names:
+            kind = butler.registry.get_collection_type(name)
+            row = {"name": name, "type": kind.value}
+            if kind.value.upper() == "CHAINED":
+                row["children"] = ",".join(butler.registry.get_chain(name))
+            rows.append(row)
+    if args.format == "json":
+        print(cli_common.format_json(rows))
+    else:
+        print(cli_common.format_table(rows, ["name", "type", "children"]))
+    return 0
+
+
+def _cmd_query_data_ids(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from registry.butler import Butler
+
+    with Butler.open(args.repo) as butler:
+        records = butler.registry.query_dimension_records(args.element, where=args.data_query)
+    rows = []
+    for rec in records:
+        row = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec) if f.name not in ("region", "definition", "hash")}
+        rows.append(row)
     print(cli_common.format_json(rows) if args.format == "json" else cli_common.format_table(rows))
     return 0
 
@@ -164,6 +368,9 @@ def _cmd_check_query(args: argparse.Namespace) -> int:
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_simulate,
+    _add_repo,
+    _add_ingest,
+    _add_query,
     _add_camera,
     _add_skymap,
     _add_check_query,
@@ -199,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("httpx", "httpcore", "urllib3", "botocore", "aiobotocore", "s3fs", "numba"):
+    for noisy in ("httpx", "httpcore", "urllib3", "botocore", "aiobotocore", "s3fs", "numba", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
     from flows.prefect_env import apply_embedded_defaults
 

@@ -589,7 +589,7 @@ class Registry:
         inserted, type_id, stored = self._write(work)
         self._remember_dataset_type(type_id, stored)
         if inserted:
-            log.info("registered dataset type %s", _describe_type(stored))
+            log.debug("registered dataset type %s", _describe_type(stored))
         return inserted
 
     def _remember_dataset_type(self, type_id: int, dataset_type: DatasetType) -> None:
