@@ -351,7 +351,9 @@ def register_raw_file(
     stored = butler.datastore.transfer(meta.uri, relative, transfer, overwrite=True)
     todo = [ref.with_file(stored.uri, stored.size, stored.checksum) for ref, e in zip(refs, existing) if e is None]
     try:
-        registry.insert_datasets(todo)
+        # Another process may be ingesting the same file right now: identical
+        # deterministic refs, so theirs count as ours.
+        registry.insert_datasets(todo, on_conflict="ignore")
     except BaseException:
         if transfer != "direct" and registry.count_datasets_with_uri(stored.uri) == 0:
             butler.datastore.remove(stored.uri)
