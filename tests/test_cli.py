@@ -17,7 +17,15 @@ SUBCOMMANDS = [
     ["camera"],
     ["skymap"],
     ["skymap", "find"],
+    ["skymap", "register"],
     ["check-query"],
+    ["repo"],
+    ["repo", "create"],
+    ["ingest"],
+    ["query"],
+    ["query", "datasets"],
+    ["query", "collections"],
+    ["query", "data-ids"],
 ]
 
 
@@ -104,3 +112,37 @@ def test_simulate_unknown_preset_is_clear(tmp_path: Path, capsys: pytest.Capture
     code = main(["simulate", "--preset", "nope", "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
     assert code != 0 and "nope" in err and "Traceback" not in err
+
+
+def test_repository_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], prefect_harness) -> None:
+    sim = tmp_path / "sim"
+    repo = tmp_path / "repo"
+    assert main(["simulate", "--preset", "tiny", "--out", str(sim), "--no-progress"]) == 0
+    assert main(["repo", "create", str(repo)]) == 0
+    assert main(["repo", "create", str(repo)]) != 0  # exists: a clear error
+    capsys.readouterr()
+    assert main(["ingest", str(repo), str(sim / "raw")]) == 0
+    assert "8 file(s) ingested" in capsys.readouterr().out
+    assert main(["ingest", str(repo), str(sim / "raw")]) == 0
+    assert "8 already ingested" in capsys.readouterr().out
+    assert main(["query", "datasets", str(repo), "raw", "-c", "MegaPrime/raw/all",
+                 "-d", "exposure.observation_type='science' AND detector = 13", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4
+    assert all(r["data_id"]["detector"] == 13 and r["run"] == "MegaPrime/raw/all" and r["uri"] for r in rows)
+    assert main(["query", "collections", str(repo), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"name": "MegaPrime/raw/all", "type": "RUN"}]
+    assert main(["query", "data-ids", str(repo), "exposure", "-d", "exposure.observation_type='bias'", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["skymap", "register", str(repo), "rings", "--tracts", "overlapping"]) == 0
+    assert "patch(es) registered" in capsys.readouterr().out
+    assert main(["query", "data-ids", str(repo), "tract", "--format", "json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [9813]
+    code = main(["query", "datasets", str(repo), "raw", "-c", "MegaPrime/raw/all", "-d", "detector = = 1"])
+    assert code != 0 and "column" in capsys.readouterr().err
+
+
+def test_bad_collection_name_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["query", "datasets", str(tmp_path), "raw", "-c", "../etc"])
+    assert exc.value.code == 2
