@@ -1,7 +1,9 @@
 """The demo pipeline: every stage that exists so far, on simulated data, embedded defaults.
 
-The flow reads like the data flow: simulate a survey, then make quick-look pictures and
-report what was made. Tasks exchange paths and small summaries, never pixel arrays.
+The flow reads like the data flow: simulate a survey, create a repository (SQLite
+registry, local files), ingest the raws, register the sky map over them, make
+quick-look pictures and report what was made. Tasks exchange paths and small
+summaries, never pixel arrays.
 """
 
 from __future__ import annotations
@@ -40,7 +42,34 @@ def raw_previews(raw_files: list[str], out_dir: str) -> list[str]:
     return [str(p) for p in save_raw_previews(raw_files, out_dir, binning=8)]
 
 
-def _report(sim: dict[str, Any], previews: list[str], out_dir: Path) -> str:
+@task(name="create-repository")
+def create_repository(repo: str) -> str:
+    """The embedded-default repository (reused when it already exists)."""
+    from registry.butler import Butler
+
+    with Butler.create(repo, exist_ok=True) as butler:
+        return butler.repo
+
+
+@task(name="register-skymap")
+def register_demo_skymap(repo: str, name: str = "rings") -> dict[str, Any]:
+    """The default rings sky map, registered for the tracts the visits overlap."""
+    from coadd_core.skymap import make_skymap
+    from registry.butler import Butler
+    from registry.skymaps import register_skymap, tracts_overlapping_visits
+
+    skymap = make_skymap("rings")
+    with Butler.open(repo) as butler:
+        tracts = tracts_overlapping_visits(butler, skymap)
+        counts = register_skymap(butler, name, skymap, tract_ids=tracts)
+        patches = set()
+        for rec in butler.registry.query_dimension_records("visit_detector_region"):
+            for d in butler.registry.patches_overlapping(rec.region, skymap=name):
+                patches.add((d["tract"], d["patch"]))
+    return {"skymap": name, "tracts": tracts, "registered": counts, "patches_with_data": sorted(patches)}
+
+
+def _report(sim: dict[str, Any], previews: list[str], out_dir: Path, ingest: dict[str, Any], sky: dict[str, Any]) -> str:
     s = sim["summary"]
     rows = [
         {
@@ -65,6 +94,12 @@ def _report(sim: dict[str, Any], previews: list[str], out_dir: Path) -> str:
         "",
         format_table(rows),
         "",
+        "2. repository: SQLite registry + local datastore, raws ingested through the registry",
+        f"   {ingest['summary']}",
+        f"   sky map {sky['skymap']!r}: tract(s) {', '.join(map(str, sky['tracts']))}; "
+        f"{len(sky['patches_with_data'])} patch(es) overlap the science CCDs",
+        "",
+        f"repository:       {out_dir / 'repo'}  (try: coadd query datasets {out_dir / 'repo'} raw -c MegaPrime/raw/all)",
         f"raw files:        {out_dir / 'raw'}",
         f"reference catalog: {sim['refcat']}",
         f"truth tables:     {out_dir / 'truth'}",
@@ -82,7 +117,14 @@ def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int 
     sim = simulate_survey(preset, str(out), seed, workers)
     science = [e["file"] for e in sim["exposures"] if e["kind"] == "science"]
     previews = raw_previews(science, str(out / "pictures"))
-    report = _report(sim, previews, out)
+    repo = create_repository(str(out / "repo"))
+    from flows.ingest import ingest_raws
+
+    ingest = ingest_raws(repo=repo, files=sim["raw_files"] + [f for v in sim["calib_files"].values() for f in v], transfer="symlink")
+    if ingest["failed"]:
+        raise RuntimeError(f"demo ingest failed for {len(ingest['failed'])} file(s): {ingest['failed'][0][1]}")
+    sky = register_demo_skymap(repo)
+    report = _report(sim, previews, out, ingest, sky)
     create_markdown_artifact(
         key="demo-report",
         markdown="```\n" + report + "\n```\n",

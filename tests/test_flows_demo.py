@@ -21,3 +21,15 @@ def test_demo_pipeline_tiny(prefect_harness: None, tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with fits.open(science[0]) as hdus:
         assert hdus[1].header["EXTNAME"].startswith("ccd")
+    from registry.butler import Butler
+
+    with Butler.open(out / "repo") as butler:
+        raws = butler.query_datasets("raw", "MegaPrime/raw/all", "exposure.observation_type = 'science'")
+        assert len(raws) == 4 * 2
+        assert butler.registry.query_data_ids("tract") == [{"skymap": "rings", "tract": 9813}]
+        patches = butler.registry.patches_overlapping_element("MegaPrime", raws[0].data_id["exposure"], raws[0].data_id["detector"])
+        assert patches
+    assert "raw datasets" in report and "sky map 'rings'" in report
+    # Running the demo again reuses what is there.
+    again = demo_pipeline(out_dir=str(out), preset="tiny", seed=7, workers=1)
+    assert "already ingested" in again
