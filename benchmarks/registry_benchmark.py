@@ -299,7 +299,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def summary(durations: Sequence[float], answers: Sequence[Sequence[Any]] | None = None) -> dict[str, Any]:
+def summary(
+    durations: Sequence[float], answers: Sequence[Sequence[Any]] | None = None, cpu: Sequence[float] | None = None
+) -> dict[str, Any]:
     ms = [d * 1e3 for d in durations]
     out: dict[str, Any] = {
         "n": len(ms),
@@ -308,6 +310,11 @@ def summary(durations: Sequence[float], answers: Sequence[Sequence[Any]] | None 
         "max_ms": max(ms),
         "mean_ms": statistics.fmean(ms),
     }
+    if cpu:
+        # Client-process CPU time: on a busy machine, closer to what an idle one would show.
+        cpu_ms = [c * 1e3 for c in cpu]
+        out["cpu_median_ms"] = statistics.median(cpu_ms)
+        out["cpu_p99_ms"] = percentile(cpu_ms, 0.99)
     if answers is not None:
         out["answers_median"] = statistics.median(len(a) for a in answers)
     return out
@@ -321,13 +328,15 @@ class Queries:
     w2: np.ndarray  # warm-up patch indices
 
 
-def timed(calls: Sequence[Callable[[], Any]]) -> tuple[list[float], list[Any]]:
-    durations, answers = [], []
+def timed(calls: Sequence[Callable[[], Any]]) -> tuple[list[float], list[Any], list[float]]:
+    """Wall-clock seconds, answers and this process's CPU seconds of each call."""
+    durations, answers, cpu = [], [], []
     for call in calls:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         answers.append(call())
         durations.append(time.perf_counter() - start)
-    return durations, answers
+        cpu.append(time.process_time() - start_cpu)
+    return durations, answers, cpu
 
 
 # -- our registry ------------------------------------------------------------------------
@@ -482,13 +491,13 @@ def run_ours(
         log(f"{backend}: warming up ({len(queries.w1)} + {len(queries.w2)} queries)")
         timed([q1(int(i)) for i in queries.w1] + [q2(int(j)) for j in queries.w2])
         log(f"{backend}: timing {len(queries.q1)} queries '{Q1}'")
-        d1, a1 = timed([q1(int(i)) for i in queries.q1])
+        d1, a1, c1 = timed([q1(int(i)) for i in queries.q1])
         log(f"{backend}: timing {len(queries.q2)} queries '{Q2}'")
-        d2, a2 = timed([q2(int(j)) for j in queries.q2])
+        d2, a2, c2 = timed([q2(int(j)) for j in queries.q2])
         answers1 = [sorted((d["tract"], d["patch"]) for d in a) for a in a1]
         answers2 = [sorted((d["visit"], d["detector"]) for d in a) for a in a2]
-        result["q1"] = summary(d1, answers1)
-        result["q2"] = summary(d2, answers2)
+        result["q1"] = summary(d1, answers1, c1)
+        result["q2"] = summary(d2, answers2, c2)
         for name in ("q1", "q2"):
             log(f"  {name}: median {result[name]['median_ms']:.3f} ms, p99 {result[name]['p99_ms']:.3f} ms")
 
@@ -613,6 +622,7 @@ def run_peer(sky: Sky, queries: Queries, ours: dict[str, Any] | None, args: argp
         str(python), str(PEER_SCRIPT),
         "--data", str(data), "--repo", str(work / "peer_repo"), "--out", str(out),
         "--api", args.peer_api, "--chunk", str(args.peer_chunk),
+        "--budget", str(args.peer_budget), "--min-queries", str(min(50, n_queries)),
     ]
     log("running the peer: " + " ".join(command))
     try:
@@ -627,12 +637,13 @@ def run_peer(sky: Sky, queries: Queries, ours: dict[str, Any] | None, args: argp
     d1, d2 = report.pop("q1_s"), report.pop("q2_s")
     a1 = [[tuple(x) for x in a] for a in report.pop("q1_answers")]
     a2 = [[tuple(x) for x in a] for a in report.pop("q2_answers")]
-    report["q1"], report["q2"] = summary(d1, a1), summary(d2, a2)
+    report["q1"] = summary(d1, a1, report.pop("q1_cpu_s", None))
+    report["q2"] = summary(d2, a2, report.pop("q2_cpu_s", None))
     if ours is not None:
         ours1, ours2 = ours["_answers"]
         report["q1_mismatches_vs_ours"] = sum(sorted(a) != sorted(b) for a, b in zip(a1, ours1))
         report["q2_mismatches_vs_ours"] = sum(sorted(a) != sorted(b) for a, b in zip(a2, ours2))
-        report["compared"] = len(a1)
+        report["compared"] = [min(len(a1), len(ours1)), min(len(a2), len(ours2))]
     return report
 
 
@@ -680,6 +691,7 @@ def run_ingest(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     repo = work / "ingest_repo"
     shutil.rmtree(repo, ignore_errors=True)
     log(f"ingest: {description}, {len(files)} files, transfer 'direct', into {repo}")
+    read(str(files[0]))  # untimed: loads the metadata translator
     butler = Butler.create(repo)
     try:
         read_s = register_s = 0.0
@@ -729,10 +741,13 @@ def print_report(results: dict[str, Any]) -> None:
     print()
     print(
         f"Registry benchmark: {cfg['patches']:,} patches, {cfg['visit_detectors']:,} exposure-detectors, "
-        f"{cfg['queries']} queries each (peer: {cfg['peer_queries']}), seed {cfg['seed']}"
+        f"{cfg['queries']} queries each (peer: up to {cfg['peer_queries']}), seed {cfg['seed']}"
     )
     print()
-    header = f"{'registry':22s} {'backend':10s} {'query':42s} {'n':>5s} {'median ms':>10s} {'p99 ms':>9s} {'answers':>8s} {'speed-up median':>16s} {'speed-up p99':>13s}"
+    header = (
+        f"{'registry':16s} {'backend':10s} {'query':42s} {'n':>5s} {'median ms':>10s} {'p99 ms':>9s} "
+        f"{'cpu med ms':>10s} {'answers':>7s} {'speed-up median':>15s} {'speed-up p99':>12s}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -748,18 +763,19 @@ def print_report(results: dict[str, Any]) -> None:
                 up_p99 = fmt_ratio(peer[key]["p99_ms"], s["p99_ms"])
             else:
                 up_med = up_p99 = "-"
+            cpu = f"{s['cpu_median_ms']:10.3f}" if "cpu_median_ms" in s else f"{'-':>10s}"
             print(
-                f"{name:22s} {backend:10s} {label:42s} {s['n']:5d} {s['median_ms']:10.3f} {s['p99_ms']:9.3f} "
-                f"{s['answers_median']:8.0f} {up_med:>16s} {up_p99:>13s}"
+                f"{name:16s} {backend:10s} {label:42s} {s['n']:5d} {s['median_ms']:10.3f} {s['p99_ms']:9.3f} "
+                f"{cpu} {s['answers_median']:7.0f} {up_med:>15s} {up_p99:>12s}"
             )
     print()
-    print(f"{'registry':22s} {'backend':10s} {'registration (bulk)':42s} {'seconds':>10s} {'per second':>12s}")
+    print(f"{'registry':16s} {'backend':10s} {'registration (bulk)':42s} {'seconds':>10s} {'per second':>12s}")
     for name, backend, run in rows:
         reg = run["register_s"]
         n_patch, n_ccd = cfg["patches"], cfg["visit_detectors"]
-        print(f"{name:22s} {backend:10s} {'tracts + patches':42s} {reg['patches']:10.1f} {n_patch / reg['patches']:12,.0f}")
-        print(f"{name:22s} {backend:10s} {'exposures + visits':42s} {reg['visits']:10.1f} {cfg['visits'] / reg['visits']:12,.0f}")
-        print(f"{name:22s} {backend:10s} {'exposure-detector regions':42s} {reg['visit_detectors']:10.1f} {n_ccd / reg['visit_detectors']:12,.0f}")
+        print(f"{name:16s} {backend:10s} {'tracts + patches':42s} {reg['patches']:10.1f} {n_patch / reg['patches']:12,.0f}")
+        print(f"{name:16s} {backend:10s} {'exposures + visits':42s} {reg['visits']:10.1f} {cfg['visits'] / reg['visits']:12,.0f}")
+        print(f"{name:16s} {backend:10s} {'exposure-detector regions':42s} {reg['visit_detectors']:10.1f} {n_ccd / reg['visit_detectors']:12,.0f}")
     print()
     for run in results["ours"]:
         v = run["verified"]
@@ -770,11 +786,14 @@ def print_report(results: dict[str, Any]) -> None:
             f"skypix rows {run['skypix_rows']}"
         )
     if peer_ok:
-        print(
-            f"check daf_butler ({peer['versions']['lsst-daf-butler']}, {peer['universe']}, api {peer['api']}): "
-            f"{peer.get('compared', 0)} + {peer.get('compared', 0)} answers vs ours: "
-            f"{peer.get('q1_mismatches_vs_ours')} + {peer.get('q2_mismatches_vs_ours')} differ"
-        )
+        what = f"daf_butler ({peer['versions']['lsst-daf-butler']}, {peer['universe']}, api {peer['api']})"
+        if "compared" in peer:
+            print(
+                f"check {what}: {peer['compared'][0]} + {peer['compared'][1]} answers vs ours (SQLite): "
+                f"{peer['q1_mismatches_vs_ours']} + {peer['q2_mismatches_vs_ours']} differ"
+            )
+        else:
+            print(f"{what}: answers not compared (our SQLite backend was not run)")
     elif peer:
         print(f"daf_butler: not measured: {peer.get('error')}")
     ingest = results.get("ingest") or {}
@@ -789,6 +808,12 @@ def print_report(results: dict[str, Any]) -> None:
         )
     elif ingest:
         print(f"ingest: not measured: {ingest.get('error')}")
+    env = results["environment"]
+    print(
+        f"machine: {env['cpus']} CPUs, load average (1, 5, 15 min) {env['load_average_at_start']} at start, "
+        f"{env['load_average_at_end']} at end; SQLite {env['sqlite']}"
+        + (f", PostgreSQL {env['postgresql']}" if "postgresql" in env else "")
+    )
     sqlite_run = next((r for r in results["ours"] if r["backend"] == "sqlite"), None)
     if sqlite_run is not None:
         checks = []
@@ -805,10 +830,18 @@ def print_report(results: dict[str, Any]) -> None:
         print(f"target on SQLite ({target}): {'met' if all(checks) else 'NOT met'}")
 
 
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     import sqlalchemy
 
     return {
+        "load_average_at_start": load_average(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -848,6 +881,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peer-api", choices=("registry", "query"), default="registry",
                         help="daf_butler interface: registry.queryDataIds (default) or butler.query()")
     parser.add_argument("--peer-chunk", type=int, default=10_000, help="records per daf_butler insertDimensionData call")
+    parser.add_argument("--peer-budget", type=float, default=180.0,
+                        help="seconds of timed peer queries of each kind; it stops there once 50 are done (default 180)")
     parser.add_argument("--peer-timeout", type=float, default=3600, help="seconds before the peer is stopped (default 3600)")
     parser.add_argument("--ingest", choices=("auto", "skip"), default="auto", help="time registry.ingest of simulated raws (default auto)")
     parser.add_argument("--ingest-preset", default="tiny", help="coadd_core.sim preset for the ingest files (default tiny)")
@@ -936,6 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for run in results["ours"]:
         run.pop("_answers", None)
+    results["environment"]["load_average_at_end"] = load_average()
     print_report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
