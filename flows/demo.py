@@ -112,7 +112,7 @@ def _report(sim: dict[str, Any], previews: list[str], out_dir: Path, ingest: dic
 def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int | None = None, workers: int = 2) -> str:
     """Simulate the demo survey and run every available stage on it; return a report."""
     logger = get_run_logger()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     logger.info("simulating the %s survey into %s", preset, out)
     sim = simulate_survey(preset, str(out), seed, workers)
     science = [e["file"] for e in sim["exposures"] if e["kind"] == "science"]
