@@ -63,19 +63,123 @@ def overscan_corrected(data: np.ndarray, det: Detector) -> np.ndarray:
     return out
 
 
+def electrons(data: np.ndarray, det: Detector) -> np.ndarray:
+    """Raw frame in electrons: overscan subtracted, times each amp's gain."""
+    out = overscan_corrected(data, det)
+    for amp in det.amplifiers:
+        cols = amp.raw_bbox.union(amp.raw_serial_overscan_bbox)
+        out[:, cols.x0 : cols.x1 + 1] *= amp.gain
+    return out
+
+
 def raw_star_positions(wcs: WCS, catalog: Table) -> tuple[np.ndarray, np.ndarray]:
     x, y = wcs.wcs_world2pix(np.asarray(catalog["ra"]), np.asarray(catalog["dec"]), 0)
     return np.asarray(x), np.asarray(y)
 
 
-def trail_distance(truth: dict[str, Table], expnum: int, wcs: WCS, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pixel distance of raw positions from the exposure's trails (inf without trails)."""
-    dist = np.full(np.shape(x), np.inf)
-    for t in truth["trails"][truth["trails"]["expnum"] == expnum]:
-        (x1, x2), (y1, y2) = wcs.wcs_world2pix([t["ra1"], t["ra2"]], [t["dec1"], t["dec2"]], 0)
-        d = np.abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / math.hypot(x2 - x1, y2 - y1)
-        dist = np.minimum(dist, d)
-    return dist
+def segment_distance(x: np.ndarray, y: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Distance of points from the segment (x0, y0)-(x1, y1)."""
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy
+    t = np.clip(((x - x0) * dx + (y - y0) * dy) / length2, 0.0, 1.0) if length2 > 0 else 0.0
+    return np.hypot(x - (x0 + t * dx), y - (y0 + t * dy))
+
+
+def aperture_flux(img: np.ndarray, det: Detector, x: float, y: float, radius: float, outer: float) -> float | None:
+    """Sky-subtracted flux within ``radius`` of a raw position, sky from the imaging pixels
+    between ``radius + 2`` and ``outer``; None when the aperture leaves the imaging area."""
+    data = det.data_section()
+    if not (data.x0 + radius <= x <= data.x1 - radius and data.y0 + radius <= y <= data.y1 - radius):
+        return None
+    n = int(math.ceil(outer))
+    xa, xb = max(int(x) - n, data.x0), min(int(x) + n + 1, data.x1 + 1)
+    ya, yb = max(int(y) - n, data.y0), min(int(y) + n + 1, data.y1 + 1)
+    win = img[ya:yb, xa:xb]
+    wy, wx = np.mgrid[ya:yb, xa:xb]
+    rr = np.hypot(wx - x, wy - y)
+    sky = np.median(win[(rr > radius + 2) & (rr <= outer)])
+    return float((win[rr <= radius] - sky).sum())
+
+
+_ALL_SOURCES: dict[tuple[int, int, str], np.ndarray] = {}
+
+
+class RawCcd:
+    """One CCD of one science file, in electrons, with what the truth says lies on it."""
+
+    def __init__(self, hdu: fits.ImageHDU, expnum: int, truth: dict[str, Table], plan) -> None:
+        self.name = hdu.name
+        self.expnum = expnum
+        self.det = plan.detector(hdu.name)
+        self.wcs = header_wcs(hdu.header)
+        self.raw = hdu.data
+        self.e = electrons(hdu.data, self.det)
+        self.truth = truth
+        self.offset = self.det.amplifiers[0].raw_x_offset
+        self.saturation = hdu.header["SATURATE"]
+
+    def without_others(self, plan, source_id: int) -> np.ndarray:
+        """Electrons with every other catalog source removed (their noise-free render)."""
+        task = plan.ccd_task(self.expnum, self.name)
+        options = RenderOptions(noise=False, sky=False, artifacts=False, dark=False)
+        key = (plan.seed, self.expnum, self.name)
+        if key not in _ALL_SOURCES:
+            _ALL_SOURCES[key] = render_electrons(task, options)[0]
+        everything = _ALL_SOURCES[key]
+        keep = task.sources["id"] == source_id
+        alone, _, _ = render_electrons(dataclasses.replace(task, sources=task.sources[keep]), options)
+        out = self.e.copy()
+        for amp in self.det.amplifiers:
+            out[amp.raw_data_bbox.slices(self.det.raw_bbox)] -= (everything - alone)[amp.bbox.slices(self.det.bbox)]
+        return out
+
+    def project(self, ra, dec) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.wcs.wcs_world2pix(np.atleast_1d(ra), np.atleast_1d(dec), 0)
+        return np.asarray(x), np.asarray(y)
+
+    def clear(
+        self, x: np.ndarray, y: np.ndarray, radius: float, exclude_id: int | None = None, neighbours: bool = True
+    ) -> np.ndarray:
+        """Raw positions whose ``radius`` neighbourhood holds only sky: no edge, defect,
+        saturated star, trail, ghost, cosmic ray or (with ``neighbours``) other source."""
+        x, y = np.atleast_1d(x).astype(float), np.atleast_1d(y).astype(float)
+        data = self.det.data_section()
+        ok = (x > data.x0 + radius) & (x < data.x1 - radius) & (y > data.y0 + radius) & (y < data.y1 - radius)
+        for d in self.det.defects:
+            ok &= ~((np.abs(x - self.offset - 0.5 * (d.x0 + d.x1)) < radius + d.width) & (y > d.y0 - radius))
+        cat = self.truth["catalog"]
+        others = cat[cat["id"] != exclude_id] if exclude_id is not None else cat
+        cx, cy = self.project(others["ra"], others["dec"])
+        for px, py, is_bright in zip(cx, cy, np.asarray(others["bright"])):
+            if is_bright:  # halo, and the bleed trail along the columns
+                ok &= (np.hypot(x - px, y - py) > radius + 40) & ~(
+                    (np.abs(x - px) < radius + 12) & (np.abs(y - py) < radius + 120)
+                )
+            elif neighbours:
+                ok &= np.hypot(x - px, y - py) > radius
+        rays = self.truth["cosmic_rays"]
+        for r in rays[(rays["expnum"] == self.expnum) & (rays["detector"] == self.name)]:
+            ok &= segment_distance(x, y, r["x0_raw"], r["y0_raw"], r["x1_raw"], r["y1_raw"]) > radius + 3
+        for t in self.truth["trails"][self.truth["trails"]["expnum"] == self.expnum]:
+            (x1, x2), (y1, y2) = self.project([t["ra1"], t["ra2"]], [t["dec1"], t["dec2"]])
+            dist = np.abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / math.hypot(x2 - x1, y2 - y1)
+            ok &= dist > radius + 2.5 * t["width_fwhm_arcsec"] / 0.185
+        for g in self.truth["ghosts"][self.truth["ghosts"]["expnum"] == self.expnum]:
+            gx, gy = self.project(g["ra"], g["dec"])
+            ok &= np.hypot(x - gx[0], y - gy[0]) > radius + 1.3 * g["radius_arcsec"] / 0.185
+        for k in np.flatnonzero(ok):  # stars saturated in good seeing are no use either
+            ix, iy = int(round(x[k])), int(round(y[k]))
+            r = int(radius)
+            ok[k] = not np.any(self.raw[iy - r : iy + r + 1, ix - r : ix + r + 1] >= self.saturation)
+        return ok
+
+
+def science_ccds(sim: SimulationResult, truth: dict[str, Table], plan):
+    for path in sim.raw_files:
+        with fits.open(path) as hdul:
+            expnum = hdul[0].header["EXPNUM"]
+            for hdu in hdul[1:]:
+                yield RawCcd(hdu, expnum, truth, plan)
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -223,13 +327,15 @@ def test_noise_free_isolated_star_holds_catalog_flux(plan, truth: dict[str, Tabl
             ix, iy = int(round(src["x"])), int(round(src["y"]))
             box = (slice(iy - r, iy + r + 1), slice(ix - r, ix + r + 1))
             off = RenderOptions(noise=False, sky=False, artifacts=False, dark=False, flat=False)
-            image, _, _ = render_electrons(alone, off)
-            assert image[box].sum() == pytest.approx(expected, rel=5e-3)
-            assert image.sum() == pytest.approx(expected, rel=5e-3)
-            flat_on = dataclasses.replace(off, flat=True)
-            image, _, _ = render_electrons(alone, flat_on)
+            plain, _, _ = render_electrons(alone, off)
+            assert plain[box].sum() == pytest.approx(expected, rel=5e-3)
+            assert plain.sum() == pytest.approx(expected, rel=5e-3)
+            image, _, _ = render_electrons(alone, dataclasses.replace(off, flat=True))
             flat = response_map(det, exp.band, plan.config.effects, plan.seed)
-            assert image[box].sum() == pytest.approx(expected * float(np.median(flat[box])), rel=5e-3)
+            # the flat scales the star by its PSF-weighted response (1 % pixel noise averages out)
+            weighted = float((plain[box] * flat[box]).sum() / plain[box].sum())
+            assert image[box].sum() == pytest.approx(expected * weighted, rel=5e-3)
+            assert weighted == pytest.approx(float(np.median(flat[box])), rel=0.01)
             checked += 1
             break
     assert checked == len(plan.detectors)
@@ -237,39 +343,29 @@ def test_noise_free_isolated_star_holds_catalog_flux(plan, truth: dict[str, Tabl
 
 def test_header_wcs_maps_truth_stars_to_their_peak(sim: SimulationResult, truth: dict[str, Table], plan) -> None:
     catalog = truth["catalog"]
-    stars = catalog[(catalog["kind"] == "star") & ~catalog["bright"] & (catalog["r_mag"] < 20.0)]
+    stars = catalog[(catalog["kind"] == "star") & ~catalog["bright"] & (catalog["r_mag"] < 20.5)]
     checked = 0
-    for path in sim.raw_files:
-        with fits.open(path) as hdul:
-            expnum = hdul[0].header["EXPNUM"]
-            for hdu in hdul[1:]:
-                data = overscan_corrected(hdu.data, plan.detector(hdu.name))
-                wcs = header_wcs(hdu.header)
-                ax, ay = raw_star_positions(wcs, catalog)
-                x, y = raw_star_positions(wcs, stars)
-                clear = trail_distance(truth, expnum, wcs, x, y) > 25
-                for d in plan.detector(hdu.name).defects:
-                    clear &= np.abs(x - 32 - 0.5 * (d.x0 + d.x1)) > 6
-                for sx, sy, ok in zip(x, y, clear):
-                    # inside the imaging columns 33..288 (1-based): prescan offset of 32
-                    if not (ok and 32 + 5 <= sx <= 287 - 5 and 5 <= sy <= 511 - 5):
-                        continue
-                    near = np.hypot(ax - sx, ay - sy)
-                    if np.sum(near < 15) > 1:
-                        continue
-                    ix, iy = int(round(sx)), int(round(sy))
-                    win = data[iy - 4 : iy + 5, ix - 4 : ix + 5]
-                    # peak of the 3x3-smoothed star, so noise cannot move it on a broad PSF
-                    smooth = sum(win[1 + dy : 8 + dy, 1 + dx : 8 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-                    py, px = np.unravel_index(np.argmax(smooth), smooth.shape)
-                    assert abs(ix - 3 + px - sx) <= 1.0 and abs(iy - 3 + py - sy) <= 1.0
-                    signal = np.clip(win - np.median(data[iy - 12 : iy + 13, ix - 12 : ix + 13]), 0, None)
-                    wy, wx = np.mgrid[-4:5, -4:5]
-                    cx = ix + (signal * wx).sum() / signal.sum()
-                    cy = iy + (signal * wy).sum() / signal.sum()
-                    assert math.hypot(cx - sx, cy - sy) < 0.5
-                    checked += 1
-    assert checked >= 8
+    for ccd in science_ccds(sim, truth, plan):
+        for row in stars:
+            x, y = ccd.project(row["ra"], row["dec"])
+            # raw x = assembled x + 32: the header WCS refers to the untrimmed frame
+            if not ccd.clear(x, y, 12, exclude_id=row["id"], neighbours=False)[0]:
+                continue
+            sx, sy = float(x[0]), float(y[0])
+            ix, iy = int(round(sx)), int(round(sy))
+            img = ccd.without_others(plan, int(row["id"]))
+            win = img[iy - 4 : iy + 5, ix - 4 : ix + 5]
+            # peak of the 3x3-smoothed star, so noise cannot move it on a broad PSF
+            smooth = sum(win[1 + dy : 8 + dy, 1 + dx : 8 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+            py, px = np.unravel_index(np.argmax(smooth), smooth.shape)
+            assert abs(ix - 3 + px - sx) <= 1.0 and abs(iy - 3 + py - sy) <= 1.0
+            signal = np.clip(win - np.median(img[iy - 12 : iy + 13, ix - 12 : ix + 13]), 0, None)
+            wy, wx = np.mgrid[-4:5, -4:5]
+            cx = ix + (signal * wx).sum() / signal.sum()
+            cy = iy + (signal * wy).sum() / signal.sum()
+            assert math.hypot(cx - sx, cy - sy) < 0.5
+            checked += 1
+    assert checked >= 3
 
 
 def test_trails_follow_the_truth_great_circle(sim: SimulationResult, truth: dict[str, Table], plan) -> None:
@@ -281,41 +377,39 @@ def test_trails_follow_the_truth_great_circle(sim: SimulationResult, truth: dict
         v2 = _unit(trail["ra2"], trail["dec2"])
         mid = (v1 + v2) / np.linalg.norm(v1 + v2)
         mid_ra, mid_dec = math.degrees(math.atan2(mid[1], mid[0])) % 360, math.degrees(math.asin(mid[2]))
-        checked = 0
+        sigma = trail["width_fwhm_arcsec"] / 2.3548 / 0.185
+        step = int(math.ceil(6 * sigma + 3))
+        on, off, far = [], [], []
         with fits.open(science_file(sim, trail["expnum"])) as hdul:
             for name in crossed:
-                hdu = hdul[name]
-                wcs = header_wcs(hdu.header)
-                (x1, x2), (y1, y2) = wcs.wcs_world2pix([trail["ra1"], trail["ra2"]], [trail["dec1"], trail["dec2"]], 0)
-                mx, my = wcs.wcs_world2pix([mid_ra], [mid_dec], 0)
+                ccd = RawCcd(hdul[name], int(trail["expnum"]), truth, plan)
+                (x1, x2), (y1, y2) = ccd.project([trail["ra1"], trail["ra2"]], [trail["dec1"], trail["dec2"]])
+                mx, my = ccd.project(mid_ra, mid_dec)
                 dist = abs((x2 - x1) * (y1 - my[0]) - (x1 - mx[0]) * (y2 - y1)) / math.hypot(x2 - x1, y2 - y1)
                 assert dist < 1e-3
                 assert abs(y2 - y1) > abs(x2 - x1)
-                det = plan.detector(name)
-                img = overscan_corrected(hdu.data, det)
-                gain = min(a.gain for a in det.amplifiers)
-                sigma = trail["width_fwhm_arcsec"] / 2.3548 / 0.185
-                step = int(math.ceil(6 * sigma + 3))
-                on, off, far = [], [], []
-                for yy in range(2, 510, 2):
+                cat = truth["catalog"]
+                sx, sy = ccd.project(cat["ra"], cat["dec"])
+                for yy in range(2, 510):
                     xl = x1 + (yy - y1) * (x2 - x1) / (y2 - y1)
-                    if abs(xl - 32 - 0.5 * (det.defects[0].x0 + det.defects[0].x1)) < step:
-                        continue
                     for side in (1, -1):
-                        xo = xl + side * step
-                        xf = xl + side * 2 * step
-                        if 34 <= min(xl, xf) and max(xl, xf) <= 285:
-                            on.append(img[yy, int(round(xl))])
-                            off.append(img[yy, int(round(xo))])
-                            far.append(img[yy, int(round(xf))])
-                            break
-                if len(on) < 30:  # the trail only clips a corner of this CCD
-                    continue
-                checked += len(on)
-                excess = np.median(np.array(on) - np.array(off))
-                assert excess > 0.4 * trail["peak_e"] / gain
-                assert abs(np.median(np.array(off) - np.array(far))) < 0.05 * trail["peak_e"] / gain
-        assert checked > 100
+                        xs = [xl, xl + side * step, xl + side * 2 * step]
+                        if not (34 <= min(xs) and max(xs) <= 285):
+                            continue
+                        cols = [int(round(v)) for v in xs]
+                        near_defect = any(
+                            abs(c - 32 - 0.5 * (d.x0 + d.x1)) < 3 and yy >= d.y0 for c in cols for d in ccd.det.defects
+                        )
+                        near_source = np.any(np.hypot(sx - xs[1], sy - yy) < 25) or np.any(np.hypot(sx - xs[2], sy - yy) < 25)
+                        if not (near_defect or near_source):
+                            on.append(ccd.e[yy, cols[0]])
+                            off.append(ccd.e[yy, cols[1]])
+                            far.append(ccd.e[yy, cols[2]])
+                        break
+        assert len(on) > 60
+        excess = np.median(np.array(on) - np.array(off))
+        assert excess > 0.5 * trail["peak_e"]
+        assert abs(np.median(np.array(off) - np.array(far))) < 0.03 * trail["peak_e"]
 
 
 def _unit(ra: float, dec: float) -> np.ndarray:
@@ -326,22 +420,19 @@ def _unit(ra: float, dec: float) -> np.ndarray:
 def test_ghost_is_centred_where_the_truth_says(sim: SimulationResult, truth: dict[str, Table], plan) -> None:
     ghost = truth["ghosts"][0]
     assert ghost["detector"]
-    det = plan.detector(ghost["detector"])
     with fits.open(science_file(sim, ghost["expnum"])) as hdul:
-        hdu = hdul[ghost["detector"]]
-        wcs = header_wcs(hdu.header)
-        gx, gy = wcs.wcs_world2pix([ghost["ra"]], [ghost["dec"]], 0)
-        assert gx[0] - 32 == pytest.approx(ghost["x"], abs=1e-6) and gy[0] == pytest.approx(ghost["y"], abs=1e-6)
-        img = overscan_corrected(hdu.data, det)[:512, 32:288]
+        ccd = RawCcd(hdul[ghost["detector"]], int(ghost["expnum"]), truth, plan)
+    gx, gy = ccd.project(ghost["ra"], ghost["dec"])
+    assert gx[0] - 32 == pytest.approx(ghost["x"], abs=1e-6) and gy[0] == pytest.approx(ghost["y"], abs=1e-6)
+    img = ccd.e[:512, 32:288]
     yy, xx = np.mgrid[0:512, 0:256]
     r = np.hypot(xx - ghost["x"], yy - ghost["y"]) * 0.185
     outer, inner = ghost["radius_arcsec"], ghost["inner_radius_arcsec"]
     ring = np.median(img[(r > inner * 1.4) & (r < outer * 0.85)])
     hole = np.median(img[r < inner * 0.6])
     outside = np.median(img[(r > outer * 1.4) & (r < outer * 2.5)])
-    level = ghost["peak_e"] / max(a.gain for a in det.amplifiers)
-    assert ring - outside > 0.6 * level
-    assert hole - outside < 0.4 * level
+    assert ring - outside > 0.6 * ghost["peak_e"]
+    assert hole - outside < 0.4 * ghost["peak_e"]
 
 
 def test_asteroid_moves_as_the_truth_says(sim: SimulationResult, truth: dict[str, Table], plan) -> None:
@@ -356,7 +447,8 @@ def test_asteroid_moves_as_the_truth_says(sim: SimulationResult, truth: dict[str
             wcs = header_wcs(hdu.header)
             x, y = wcs.wcs_world2pix([ep["ra"]], [ep["dec"]], 0)
             assert x[0] == pytest.approx(ep["x_raw"], abs=1e-6) and y[0] == pytest.approx(ep["y_raw"], abs=1e-6)
-            data = overscan_corrected(hdu.data, plan.detector(ep["detector"]))
+            ccd = RawCcd(hdu, int(ep["expnum"]), truth, plan)
+            data = ccd.without_others(plan, int(row["id"]))
         ix, iy = int(round(x[0])), int(round(y[0]))
         win = data[iy - 9 : iy + 10, ix - 9 : ix + 10]
         border = np.concatenate([win[0], win[-1], win[:, 0], win[:, -1]])
@@ -364,7 +456,8 @@ def test_asteroid_moves_as_the_truth_says(sim: SimulationResult, truth: dict[str
         wy, wx = np.mgrid[-9:10, -9:10]
         cx = ix + (signal * wx).sum() / signal.sum()
         cy = iy + (signal * wy).sum() / signal.sum()
-        assert math.hypot(cx - x[0], cy - y[0]) < 1.0
+        if ccd.clear(x, y, 10, neighbours=False)[0]:  # no cosmic ray on it
+            assert math.hypot(cx - x[0], cy - y[0]) < 1.0
         ra, dec = wcs.wcs_pix2world([cx], [cy], 0)
         measured.append((ra[0], dec[0], ep["mjd_mid"]))
     # truth positions follow the recorded rate, and so do the measured ones
@@ -372,34 +465,40 @@ def test_asteroid_moves_as_the_truth_says(sim: SimulationResult, truth: dict[str
     sep = math.hypot((ra1 - ra0) * math.cos(math.radians(dec0)), dec1 - dec0) * 3600
     expected = row["ast_rate_arcsec_per_hour"] * (t1 - t0) * 24
     assert expected > 3.0
-    assert sep == pytest.approx(expected, abs=0.3)
+    assert sep == pytest.approx(expected, abs=0.5)
+    truth_sep = math.hypot((epochs["ra"][-1] - epochs["ra"][0]) * math.cos(math.radians(dec0)), epochs["dec"][-1] - epochs["dec"][0])
+    assert truth_sep * 3600 == pytest.approx(expected, rel=1e-6)
 
 
 def test_variable_stars_change_flux_every_visit(sim: SimulationResult, truth: dict[str, Table], plan) -> None:
     epochs = truth["epochs"][truth["epochs"]["kind"] == "variable"]
+    rays = truth["cosmic_rays"]
     for vid in set(epochs["id"]):
         ep = epochs[epochs["id"] == vid]
-        assert len(ep) == 4 and np.all(np.abs(np.diff(ep["mag"])) > 1e-3)
-        measured = []
+        assert len(ep) == 4 and np.all(np.abs(np.diff(ep["mag"])) > 0.02)
+        ratios = []
         for e in ep:
-            with fits.open(science_file(sim, e["expnum"])) as hdul:
-                hdu = hdul[e["detector"]]
-                det = plan.detector(e["detector"])
-                img = overscan_corrected(hdu.data, det)
             fwhm = plan.exposure(int(e["expnum"])).conditions.seeing_fwhm_arcsec / 0.185
-            rad = 3.0 * fwhm
-            ix, iy = int(round(e["x_raw"])), int(round(e["y_raw"]))
-            n = int(rad * 2) + 2
-            win = img[iy - n : iy + n + 1, ix - n : ix + n + 1]
-            wy, wx = np.mgrid[-n : n + 1, -n : n + 1]
-            rr = np.hypot(wx + ix - e["x_raw"], wy + iy - e["y_raw"])
-            sky = np.median(win[rr > rad + 2])
-            gain = det.amplifiers[0 if e["x"] < det.amplifiers[0].bbox.x1 + 0.5 else 1].gain
-            measured.append((win[rr <= rad] - sky).sum() * gain)
+            rad = 2.0 * fwhm  # the same fraction of a Moffat of any width
+            n = int(rad * 2) + 4
+            hits = rays[(rays["expnum"] == e["expnum"]) & (rays["detector"] == e["detector"])]
+            near = [segment_distance(e["x_raw"], e["y_raw"], *r) < n + 3 for r in hits["x0_raw", "y0_raw", "x1_raw", "y1_raw"]]
+            if any(near):
+                continue  # a cosmic ray in the aperture or the sky annulus
+            det = plan.detector(e["detector"])
+            with fits.open(science_file(sim, e["expnum"])) as hdul:
+                img = RawCcd(hdul[e["detector"]], int(e["expnum"]), truth, plan).without_others(plan, int(vid))
+            flux = aperture_flux(img, det, e["x_raw"], e["y_raw"], rad, n)
+            if flux is not None:
+                # a Moffat keeps 1 - (1 + (2 FWHM / alpha)^2)^(1 - beta) inside 2 FWHM
+                beta = plan.config.observing.moffat_beta
+                inside = 1 - (1 + (4 * math.sqrt(2 ** (1 / beta) - 1)) ** 2) ** (1 - beta)
+                response = response_map(det, "r", plan.config.effects, plan.seed)
+                flat = np.median(response[int(e["y"]) - 3 : int(e["y"]) + 4, int(e["x"]) - 3 : int(e["x"]) + 4])
+                ratios.append(flux / (e["counts_e"] * inside * flat))
         # measured / truth is the same in every visit (the flat and aperture losses cancel)
-        ratio = np.array(measured) / np.asarray(ep["counts_e"])
-        assert ratio == pytest.approx(np.full(len(ratio), np.median(ratio)), rel=0.04)
-        assert 0.8 < np.median(ratio) < 1.1
+        assert len(ratios) >= 2
+        assert ratios == pytest.approx(np.ones(len(ratios)), rel=0.04)
 
 
 def test_bias_level_and_ramp_in_the_overscan(sim: SimulationResult, truth: dict[str, Table]) -> None:
@@ -480,7 +579,7 @@ def test_bad_columns_where_the_defects_say(sim: SimulationResult, truth: dict[st
     with fits.open(science_file(sim, exp.expnum)) as hdul:
         for d in defects:
             det = plan.detector(d["detector"])
-            img = overscan_corrected(hdul[d["detector"]].data, det)[:512, 32:288]
+            img = electrons(hdul[d["detector"]].data, det)[:512, 32:288]
             rows = slice(d["y0"], d["y0"] + d["height"])
             inside = np.median(img[rows, d["x0"] : d["x0"] + d["width"]])
             left = img[rows, max(d["x0"] - 3, 0) : d["x0"] - 1]
@@ -489,12 +588,14 @@ def test_bad_columns_where_the_defects_say(sim: SimulationResult, truth: dict[st
             if d["kind"] == "dead":
                 assert inside < 0.2 * neighbours
             else:
-                hot = plan.config.effects.hot_column_rate * exp.dark_time / 1.8
-                assert inside - neighbours > 0.6 * hot
-            # and nowhere else in that column band: rows outside the box look normal
+                hot = plan.config.effects.hot_column_rate * exp.dark_time
+                assert inside - neighbours > 0.7 * hot
+            # and nowhere else: the rows of that column below the box look like their neighbours
             if d["y0"] > 20:
-                above = np.median(img[: d["y0"] - 5, d["x0"]])
-                assert abs(above - neighbours) < 0.1 * neighbours
+                rows = slice(0, d["y0"] - 5)
+                below = np.median(img[rows, d["x0"]])
+                side = np.median(np.concatenate([img[rows, d["x0"] - 3 : d["x0"] - 1].ravel(), img[rows, d["x0"] + d["width"] + 1 : d["x0"] + d["width"] + 3].ravel()]))
+                assert abs(below - side) < 0.1 * side
 
 
 def test_cosmic_rays_land_where_the_truth_says(sim: SimulationResult, truth: dict[str, Table]) -> None:
@@ -593,31 +694,25 @@ def test_seeing_differs_between_visits_as_recorded(sim: SimulationResult, truth:
     catalog = truth["catalog"]
     point = (catalog["kind"] == "star") | (catalog["kind"] == "variable")
     stars = catalog[point & ~catalog["bright"] & (catalog["r_mag"] < 21.0)]
-    measured = {}
     beta = float(best["moffat_beta"])
+    measured = {}
     for visit in (best, worst):
         widths = []
         with fits.open(science_file(sim, visit["expnum"])) as hdul:
             for hdu in hdul[1:]:
-                det = plan.detector(hdu.name)
-                img = overscan_corrected(hdu.data, det)
-                wcs = header_wcs(hdu.header)
-                ax, ay = raw_star_positions(wcs, catalog)
-                x, y = raw_star_positions(wcs, stars)
-                clear = trail_distance(truth, int(visit["expnum"]), wcs, x, y) > 30
-                for d in det.defects:
-                    clear &= np.abs(x - 32 - 0.5 * (d.x0 + d.x1)) > 17
-                for sx, sy, ok in zip(x, y, clear):
-                    if not (ok and 32 + 16 <= sx <= 287 - 16 and 16 <= sy <= 511 - 16):
+                ccd = RawCcd(hdu, int(visit["expnum"]), truth, plan)
+                for row in stars:
+                    x, y = ccd.project(row["ra"], row["dec"])
+                    if not ccd.clear(x, y, 16, exclude_id=row["id"], neighbours=False)[0]:
                         continue
-                    if np.sum(np.hypot(ax - sx, ay - sy) < 16) > 1:
-                        continue
-                    ix, iy = int(round(sx)), int(round(sy))
-                    win = img[iy - 15 : iy + 16, ix - 15 : ix + 16]
+                    ix, iy = int(round(x[0])), int(round(y[0]))
+                    win = ccd.without_others(plan, int(row["id"]))[iy - 15 : iy + 16, ix - 15 : ix + 16]
                     border = np.concatenate([win[0], win[-1], win[:, 0], win[:, -1]])
                     signal = win - np.median(border)
                     # effective area F^2 / sum(I^2) of a Moffat is pi alpha^2 (2b-1)/(b-1)^2
                     s2 = np.sum(signal**2) - signal.size * np.var(border)
+                    if s2 <= 0 or signal.sum() <= 0:
+                        continue
                     n_eff = signal.sum() ** 2 / s2
                     alpha = math.sqrt(n_eff * (beta - 1) ** 2 / (math.pi * (2 * beta - 1)))
                     widths.append(2 * alpha * math.sqrt(2 ** (1 / beta) - 1))

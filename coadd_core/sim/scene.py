@@ -146,10 +146,11 @@ def _visibility(
     return count
 
 
-def _separated(ra: float, dec: float, taken: list[tuple[float, float, float]]) -> bool:
+def _separated(ra: float, dec: float, taken: list[tuple[float, float, float]], scale: float = 1.0) -> bool:
+    """True if (ra, dec) keeps ``scale`` times each taken source's minimum separation."""
     for ra2, dec2, min_sep in taken:
         dra = (ra - ra2) * math.cos(math.radians(dec))
-        if math.hypot(dra, dec - dec2) * 3600.0 < min_sep:
+        if math.hypot(dra, dec - dec2) * 3600.0 < min_sep * scale:
             return False
     return True
 
@@ -165,18 +166,19 @@ def _place_special(
 ) -> tuple[float, float]:
     """A position seen by as many visits as possible, clear of other special sources.
 
-    Coverage comes first: among the candidates seen by the most visits the first one
-    clear of the others is taken; only if none is clear does coverage drop a level.
+    Coverage comes first: among the candidates seen by the most visits, the first one
+    clear of the others is taken, then one at half the clearance, then any.
     """
     ra, dec = sample(rng, det_index, 1000, inset_px=margin)
     seen = _visibility(ra, dec, views, margin)
     order = np.lexsort((rng.uniform(size=len(ra)), -seen))
-    for level in np.unique(seen)[::-1]:
-        for k in order[seen[order] == level]:
-            if _separated(float(ra[k]), float(dec[k]), taken):
+    best = order[seen[order] == seen.max()]
+    for scale in (1.0, 0.5):
+        for k in best:
+            if _separated(float(ra[k]), float(dec[k]), taken, scale):
                 taken.append((float(ra[k]), float(dec[k]), min_sep))
                 return float(ra[k]), float(dec[k])
-    k = order[0]
+    k = best[0]
     taken.append((float(ra[k]), float(dec[k]), min_sep))
     return float(ra[k]), float(dec[k])
 
@@ -238,7 +240,7 @@ def make_catalog(
         blocks.append(_Block("galaxy", ra, dec, mags, _galaxy_colors(rng, n_gal), np.full(n_gal, det.name)))
 
         for kind, count, mag_range, sep in (
-            ("star", sc.bright_stars_per_ccd, sc.bright_star_mag, 15.0),
+            ("star", sc.bright_stars_per_ccd, sc.bright_star_mag, 25.0),
             ("variable", sc.variables_per_ccd, sc.variable_mag, 8.0),
         ):
             if count == 0:
@@ -280,17 +282,25 @@ def make_catalog(
 
     # variable stars
     is_var = np.asarray(table["kind"]) == "variable"
-    nv = int(is_var.sum())
     mjd_ref = science[0].mjd_start if science else 0.0
     for name in ("var_amplitude_mag", "var_period_days", "var_phase_rad", "var_t0_mjd"):
         table[name] = np.full(n, np.nan)
-    if nv:
-        table["var_amplitude_mag"][is_var] = rng.uniform(*sc.variable_amplitude_mag, size=nv)
-        table["var_period_days"][is_var] = rng.uniform(*sc.variable_period_days, size=nv)
-        table["var_phase_rad"][is_var] = rng.uniform(0.0, 2 * np.pi, size=nv)
-        table["var_t0_mjd"][is_var] = mjd_ref
+    times = np.array([e.mjd_mid for e in science])
+    for i in np.flatnonzero(is_var):
+        amplitude = float(rng.uniform(*sc.variable_amplitude_mag))
+        # the light curve must change between every pair of consecutive visits
+        for _ in range(200):
+            period = float(rng.uniform(*sc.variable_period_days))
+            phase = float(rng.uniform(0.0, 2 * np.pi))
+            curve = amplitude * np.sin(2 * np.pi * (times - mjd_ref) / period + phase)
+            if len(times) < 2 or np.min(np.abs(np.diff(curve))) >= 0.1 * amplitude:
+                break
+        table["var_amplitude_mag"][i] = amplitude
+        table["var_period_days"][i] = period
+        table["var_phase_rad"][i] = phase
+        table["var_t0_mjd"][i] = mjd_ref
 
-    table = _add_asteroids(table, config, detectors, science, views, sample, taken, rng, pixel_scale_arcsec)
+    table = _add_asteroids(table, config, detectors, science, views, sample, taken, rng)
     table["id"] = np.arange(1, len(table) + 1, dtype=np.int64)
     cols = ["id"] + [c for c in table.colnames if c != "id"]
     table = table[cols]
@@ -323,7 +333,17 @@ def _stack(blocks: list[_Block], ref_band: str) -> Table:
     return table
 
 
-def _add_asteroids(table, config, detectors, science, views, sample, taken, rng, pixel_scale) -> Table:
+def _add_asteroids(
+    table: Table,
+    config: SimConfig,
+    detectors: Sequence[Detector],
+    science: Sequence[Exposure],
+    views: Sequence[Sequence[DetectorOnSky]],
+    sample,
+    taken: list[tuple[float, float, float]],
+    rng: np.random.Generator,
+) -> Table:
+    """Asteroids on great-circle tracks that stay on the CCDs in as many visits as possible."""
     sc = config.scene
     for name in ("ast_rate_arcsec_per_hour", "ast_pa_deg", "ast_t0_mjd"):
         table[name] = np.full(len(table), np.nan)
@@ -333,25 +353,31 @@ def _add_asteroids(table, config, detectors, science, views, sample, taken, rng,
     t_ref = float(0.5 * (mjd_mid.min() + mjd_mid.max()))
     rows = []
     for a in range(sc.n_asteroids):
-        det_index = a % len(detectors)
-        best = None
-        for _ in range(60):
+        # coverage first (every visit if possible), then clearance from other special sources
+        best: tuple[int, bool, dict] | None = None
+        for _ in range(400):
+            det_index = int(rng.integers(len(detectors)))
             ra0, dec0 = sample(rng, det_index, 1, inset_px=sc.edge_margin_px)
-            rate = float(rng.uniform(*sc.asteroid_rate_arcsec_per_hour))
-            pa = float(rng.uniform(0.0, 360.0))
-            row = {"ra": float(ra0[0]), "dec": float(dec0[0]), "ast_rate_arcsec_per_hour": rate,
-                   "ast_pa_deg": pa, "ast_t0_mjd": t_ref}
+            row = {
+                "ra": float(ra0[0]),
+                "dec": float(dec0[0]),
+                "ast_rate_arcsec_per_hour": float(rng.uniform(*sc.asteroid_rate_arcsec_per_hour)),
+                "ast_pa_deg": float(rng.uniform(0.0, 360.0)),
+                "ast_t0_mjd": t_ref,
+                "det_index": det_index,
+            }
             seen = 0
             for e, exposure_views in zip(science, views):
                 ra_t, dec_t = asteroid_position(row, e.mjd_mid)
                 seen += int(_visibility(np.atleast_1d(ra_t), np.atleast_1d(dec_t), [exposure_views], sc.edge_margin_px)[0])
-            if _separated(row["ra"], row["dec"], taken) and (best is None or seen > best[0]):
-                best = (seen, row)
-            if best is not None and best[0] == len(science):
+            clear = _separated(row["ra"], row["dec"], taken)
+            if best is None or (seen, clear) > (best[0], best[1]):
+                best = (seen, clear, row)
+            if seen == len(science) and clear:
                 break
-        if best is None:
-            best = (0, row)
-        row = best[1]
+        assert best is not None
+        row = best[2]
+        det_index = row["det_index"]
         taken.append((row["ra"], row["dec"], 10.0))
         mag = float(rng.uniform(*sc.asteroid_mag))
         colors = {b: float(v[0]) for b, v in _galaxy_colors(rng, 1).items()}
