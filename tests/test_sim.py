@@ -195,8 +195,9 @@ def test_presets() -> None:
     assert demo.calibrations.n_bias == demo.calibrations.n_dark == demo.calibrations.n_flat == 3
     assert len(get_preset("full").detectors) == 36
     with pytest.raises(ValueError):
-        dataclasses.replace  # noqa: B018 - keep import used
         tiny.model_validate({**tiny.model_dump(), "detectors": []})
+    with pytest.raises(ValueError):
+        tiny.model_validate({**tiny.model_dump(), "artifacts": {"trail_visits": [9]}})
 
 
 def test_demo_plan_covers_the_central_ccds() -> None:

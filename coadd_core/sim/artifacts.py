@@ -31,9 +31,6 @@ __all__ = [
     "surface_brightness_e",
 ]
 
-_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-
-
 def surface_brightness_e(exposure: Exposure, sb_mag: float, pixel_scale: float) -> float:
     """Electrons per pixel (unit flat) of a surface brightness in mag/arcsec^2."""
     return float(10 ** (0.4 * (exposure.zero_point - sb_mag)) * exposure.exposure_time * pixel_scale**2)

@@ -90,7 +90,7 @@ def bias_row_profile(electronics: AmpElectronics, raw_height: int) -> np.ndarray
     return electronics.row_bias(np.arange(raw_height), raw_height)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def bias_pattern(detector: Detector, effects: DetectorEffectsConfig, seed: int) -> np.ndarray:
     """Fixed 2-D bias structure of the imaging pixels (ADU, assembled shape).
 

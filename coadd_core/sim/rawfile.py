@@ -10,7 +10,6 @@ derived from the observation, so the same inputs give the same bytes.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable

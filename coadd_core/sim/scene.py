@@ -173,6 +173,8 @@ def _place_special(
     seen = _visibility(ra, dec, views, margin)
     order = np.lexsort((rng.uniform(size=len(ra)), -seen))
     best = order[seen[order] == seen.max()]
+    if seen.max() < len(views):
+        log.info("special source on detector %d is seen in %d of %d visits only", det_index, seen.max(), len(views))
     for scale in (1.0, 0.5):
         for k in best:
             if _separated(float(ra[k]), float(dec[k]), taken, scale):
@@ -378,6 +380,8 @@ def _add_asteroids(
         assert best is not None
         row = best[2]
         det_index = row["det_index"]
+        if best[0] < len(science):
+            log.info("asteroid %d stays on the CCDs in %d of %d visits only", a + 1, best[0], len(science))
         taken.append((row["ra"], row["dec"], 10.0))
         mag = float(rng.uniform(*sc.asteroid_mag))
         colors = {b: float(v[0]) for b, v in _galaxy_colors(rng, 1).items()}

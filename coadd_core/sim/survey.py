@@ -14,6 +14,7 @@ files, whatever ``workers`` is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -145,8 +146,7 @@ class SurveyPlan:
 
 
 def _science_task(task: CcdTask, plan: SurveyPlan, exp: Exposure, view: DetectorOnSky) -> CcdTask:
-    import dataclasses
-
+    """Add the sources, sky and artifacts that fall on this CCD to a science task."""
     cat = plan.catalog
     det = view.detector
     cond = exp.conditions
