@@ -188,3 +188,19 @@ def test_eight_processes_ingest_and_put_concurrently(tiny, tmp_path: Path) -> No
         assert len({(r.data_id["exposure"], r.data_id["detector"]) for r in raws}) == len(raws)
         for i in range(8):
             assert len(butler.query_datasets("bias", f"calib/worker{i}")) == 2
+
+
+def test_rice_compressed_raws_ingest_and_read(tiny, butler: Butler, tmp_path: Path) -> None:
+    source = Path(tiny.raw_files[1])
+    packed = tmp_path / (source.name.replace(".fits", ".fits.fz"))
+    with fits.open(source) as hdus:
+        out = [fits.PrimaryHDU(header=hdus[0].header)]
+        out += [fits.CompImageHDU(data=h.data, header=h.header, compression_type="RICE_1") for h in hdus[1:]]
+        fits.HDUList(out).writeto(packed)
+        originals = {h.header["EXTNAME"]: h.data.copy() for h in hdus[1:]}
+    assert _ingest_all(butler, [packed]) == ["ingested"]
+    refs = butler.query_datasets("raw", "MegaPrime/raw/all")
+    assert refs and all(r.uri.endswith(".fits.fz") for r in refs)
+    for ref in refs:
+        header, data = butler.get(ref)
+        np.testing.assert_array_equal(data, originals[header["EXTNAME"]])
