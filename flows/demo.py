@@ -109,7 +109,7 @@ def _report(sim: dict[str, Any], previews: list[str], out_dir: Path, ingest: dic
 
 
 @flow(name="demo-pipeline", log_prints=False)
-def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int | None = None, workers: int = 2) -> str:
+def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int | None = None, workers: int = 1) -> str:
     """Simulate the demo survey and run every available stage on it; return a report."""
     logger = get_run_logger()
     out = Path(out_dir).resolve()
@@ -134,6 +134,6 @@ def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int 
     return report
 
 
-def run_demo(out_dir: Path, *, preset: str = "demo", seed: int | None = None, workers: int = 2) -> str:
+def run_demo(out_dir: Path, *, preset: str = "demo", seed: int | None = None, workers: int = 1) -> str:
     """Entry point for ``coadd demo``."""
     return demo_pipeline(out_dir=str(out_dir), preset=preset, seed=seed, workers=workers)
