@@ -1,0 +1,105 @@
+"""What every ``coadd run STAGE`` flow shares: output collections, skipping, registering.
+
+Output collections follow the LSST convention: ``-o NAME`` writes into the RUN
+``NAME/run`` and makes ``NAME`` a CHAINED collection of that run followed by the inputs,
+so a later stage can read everything through ``-i NAME``. Rerunning with the same
+``-o`` writes into the same run and skips outputs that exist (unless clobbering), so a
+killed run resumes where it stopped.
+
+Pixel tasks return :class:`TaskOutcome` values (small: refs and a few numbers); the flow
+registers all outputs in batched transactions and reports failures without stopping
+the other tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from registry.refs import DatasetRef
+
+log = logging.getLogger(__name__)
+
+RUN_SUFFIX = "run"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What a pixel task hands back: the files it wrote (unregistered refs) or its error."""
+
+    label: str
+    refs: tuple[DatasetRef, ...] = ()
+    error: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def output_run(output: str) -> str:
+    """The RUN collection a stage writes into for ``-o output``."""
+    return f"{output}/{RUN_SUFFIX}"
+
+
+def prepare_output(butler: Any, output: str, inputs: Sequence[str]) -> str:
+    """Create the output RUN and (re)define the output chain; return the RUN name."""
+    run = output_run(output)
+    registry = butler.registry
+    registry.register_run(run)
+    children = [run] + [c for c in inputs if c not in (output, run)]
+    registry.register_chain(output, children)
+    return run
+
+
+def register_outcomes(
+    butler: Any, outcomes: Iterable[TaskOutcome], *, replacing: Mapping[str, Sequence[DatasetRef]] | None = None
+) -> tuple[list[DatasetRef], list[TaskOutcome]]:
+    """Register every successful task's refs; returns (registered refs, failed outcomes).
+
+    ``replacing`` maps a task label to the older datasets its outputs replace (clobber).
+    Each task's outputs go in one transaction, so a task's outputs appear together.
+    """
+    registered: list[DatasetRef] = []
+    failed: list[TaskOutcome] = []
+    for outcome in outcomes:
+        if not outcome.ok:
+            failed.append(outcome)
+            continue
+        if not outcome.refs:
+            continue
+        old = list((replacing or {}).get(outcome.label, ()))
+        try:
+            registered += butler.register(outcome.refs, replacing=old)
+        except Exception as exc:  # noqa: BLE001 - reported per task, the batch goes on
+            failed.append(TaskOutcome(outcome.label, (), f"could not register outputs: {exc}"))
+    return registered, failed
+
+
+def existing_outputs(
+    butler: Any, dataset_type: str, run: str, data_ids: Iterable[Mapping[str, Any]]
+) -> dict[tuple, DatasetRef]:
+    """Outputs of ``dataset_type`` already in ``run``, keyed by their required data-ID values."""
+    dtype = butler.registry.get_dataset_type(dataset_type)
+    wanted = {tuple(d[k] for k in dtype.dimensions) for d in data_ids}
+    if not wanted:
+        return {}
+    found = {}
+    for ref in butler.registry.query_datasets(dtype, [run]):
+        key = tuple(ref.data_id[k] for k in dtype.dimensions)
+        if key in wanted:
+            found[key] = ref
+    return found
+
+
+def failure_summary(failed: Sequence[TaskOutcome]) -> str:
+    lines = [f"{len(failed)} task(s) failed:"]
+    lines += [f"  {o.label}: {o.error}" for o in failed[:20]]
+    if len(failed) > 20:
+        lines.append(f"  ... and {len(failed) - 20} more")
+    return "\n".join(lines)
+
+
+class StageFailedError(RuntimeError):
+    """Some tasks of a stage failed; the others finished and were registered."""
