@@ -130,7 +130,9 @@ def register(butler: Any, data: Any, meta: dict[str, Any], chunk: int) -> dict[s
     visit_ids = data["visit_id"]
     log(f"registering {len(visit_ids)} exposures + visits")
     start = time.perf_counter()
-    registry.insertDimensionData("group", *({"instrument": instrument, "name": f"g{int(v)}"} for v in visit_ids))
+    registry.insertDimensionData(
+        "group", *({"instrument": instrument, "name": f"g{int(v)}"} for v in visit_ids)
+    )
     insert_chunked(
         registry,
         "exposure",
@@ -202,7 +204,9 @@ def register(butler: Any, data: Any, meta: dict[str, Any], chunk: int) -> dict[s
     return times
 
 
-def timed_queries(calls: list[Any], budget_s: float, minimum: int) -> tuple[list[float], list[Any], list[float]]:
+def timed_queries(
+    calls: list[Any], budget_s: float, minimum: int
+) -> tuple[list[float], list[Any], list[float]]:
     """Wall-clock seconds, answers and process CPU seconds of each call; stops after
     ``budget_s`` seconds once ``minimum`` calls are done."""
     durations, answers, cpu = [], [], []
@@ -243,7 +247,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     Butler.makeRepo(str(repo))
     butler = Butler.from_config(str(repo), writeable=True)
     universe = butler.dimensions
-    report["universe"] = f"{universe.namespace} {universe.version}, common skypix {universe.commonSkyPix.name}"
+    report["universe"] = (
+        f"{universe.namespace} {universe.version}, common skypix {universe.commonSkyPix.name}"
+    )
     report["register_s"] = register(butler, data, meta, args.chunk)
 
     q1_visit, q1_detector = data["q1_visit"], data["q1_detector"]
@@ -276,31 +282,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         call()
     q1, q2 = q1[warm:], q2[warm:]
     log(f"timing {len(q1)} patch queries (api={args.api})")
-    report["q1_s"], report["q1_answers"], report["q1_cpu_s"] = timed_queries(q1, args.budget, args.min_queries)
+    report["q1_s"], report["q1_answers"], report["q1_cpu_s"] = timed_queries(
+        q1, args.budget, args.min_queries
+    )
     log(f"  median {1e3 * float(np.median(report['q1_s'])):.1f} ms")
     log(f"timing {len(q2)} visit-detector queries (api={args.api})")
-    report["q2_s"], report["q2_answers"], report["q2_cpu_s"] = timed_queries(q2, args.budget, args.min_queries)
+    report["q2_s"], report["q2_answers"], report["q2_cpu_s"] = timed_queries(
+        q2, args.budget, args.min_queries
+    )
     log(f"  median {1e3 * float(np.median(report['q2_s'])):.1f} ms")
     report["ok"] = True
     return report
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, help=".npz of regions and query data IDs")
     parser.add_argument("--repo", required=True, help="directory of the new daf_butler repository")
     parser.add_argument("--out", required=True, help="JSON report to write")
-    parser.add_argument("--api", choices=("registry", "query"), default="registry",
-                        help="registry.queryDataIds (default) or the butler.query() interface")
+    parser.add_argument(
+        "--api",
+        choices=("registry", "query"),
+        default="registry",
+        help="registry.queryDataIds (default) or the butler.query() interface",
+    )
     parser.add_argument("--chunk", type=int, default=10_000, help="records per insertDimensionData call")
-    parser.add_argument("--budget", type=float, default=float("inf"),
-                        help="seconds of timed queries of each kind, after --min-queries (default: no limit)")
-    parser.add_argument("--min-queries", type=int, default=50, help="queries timed whatever the budget (default 50)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=float("inf"),
+        help="seconds of timed queries of each kind, after --min-queries (default: no limit)",
+    )
+    parser.add_argument(
+        "--min-queries", type=int, default=50, help="queries timed whatever the budget (default 50)"
+    )
     args = parser.parse_args()
     try:
         report = run(args)
     except Exception as error:  # reported to the benchmark, which prints it
-        report = {"ok": False, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+        report = {
+            "ok": False,
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(),
+        }
         log(report["traceback"])
     Path(args.out).write_text(json.dumps(report))
     sys.exit(0 if report.get("ok") else 1)

@@ -16,8 +16,9 @@ In one run, on the same simulated sky:
 
    and checks a sample of the answers against a brute-force ``lsst.sphgeom`` test of
    every registered region (bounding-cap prefilter, then ``Region.relate``).
-2. Times metadata ingest of simulated raw files with ``registry.ingest``, when that
-   module is there.
+2. Times metadata ingest of simulated raw files with ``registry.ingest``
+   (``read_raw_file_metadata`` then ``register_raw_file``, transfer 'direct'), when
+   that module is there.
 3. Runs the same registration and queries on ``lsst-daf-butler``'s registry (default
    dimension universe, SQLite) in its own virtualenv, as a subprocess fed the same
    regions through an ``.npz`` file (``benchmarks/_daf_butler_peer.py``), checks that
@@ -183,7 +184,9 @@ def make_patches(n_patches: int) -> tuple[Any, list[Any], list[Any]]:
         offsets = (np.arange(n) - (n - 1) / 2) * step
         xi, eta = np.meshgrid(offsets, offsets)
         order = np.argsort(np.hypot(xi, eta), axis=None)
-        points = gnomonic(np.array(SKY_CENTRE[0]), np.array(SKY_CENTRE[1]), xi.ravel()[order], eta.ravel()[order])
+        points = gnomonic(
+            np.array(SKY_CENTRE[0]), np.array(SKY_CENTRE[1]), xi.ravel()[order], eta.ravel()[order]
+        )
         ra, dec = radec(points)
         ids = skymap.find_tract_ids(np.stack([ra, dec], axis=-1))
         _, first = np.unique(ids, return_index=True)
@@ -215,7 +218,10 @@ def make_sky(n_patches: int, n_ccds: int, rng: np.random.Generator, dithers: int
     # `dithers` times with tangent-plane offsets up to +-dither_deg and a small rotation.
     n_visits = math.ceil(n_ccds / N_DETECTORS)
     n_fields = math.ceil(n_visits / dithers)
-    log(f"building {n_ccds} CCD footprints: {n_visits} visits of {N_DETECTORS} CCDs, {n_fields} fields x {dithers} dithers")
+    log(
+        f"building {n_ccds} CCD footprints: {n_visits} visits of {N_DETECTORS} CCDs, "
+        f"{n_fields} fields x {dithers} dithers"
+    )
     patch_centres, _ = caps(patch_vertices)
     field_ra, field_dec = radec(patch_centres[rng.integers(0, len(patches), n_fields)])
     field_ra = np.repeat(field_ra, dithers)[:n_visits]
@@ -300,7 +306,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(
-    durations: Sequence[float], answers: Sequence[Sequence[Any]] | None = None, cpu: Sequence[float] | None = None
+    durations: Sequence[float],
+    answers: Sequence[Sequence[Any]] | None = None,
+    cpu: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     ms = [d * 1e3 for d in durations]
     out: dict[str, Any] = {
@@ -462,9 +470,7 @@ def register(registry: Registry, sky: Sky, chunk: int) -> dict[str, float]:
     return times
 
 
-def run_ours(
-    backend: str, url: str, sky: Sky, queries: Queries, args: argparse.Namespace
-) -> dict[str, Any]:
+def run_ours(backend: str, url: str, sky: Sky, queries: Queries, args: argparse.Namespace) -> dict[str, Any]:
     log(f"{backend}: creating registry")
     registry = Registry.create(url)
     try:
@@ -598,12 +604,15 @@ def write_peer_data(path: Path, sky: Sky, queries: Queries, n_queries: int, n_wa
     )
 
 
-def run_peer(sky: Sky, queries: Queries, ours: dict[str, Any] | None, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def run_peer(
+    sky: Sky, queries: Queries, ours: dict[str, Any] | None, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
     python = Path(args.peer_python)
     if not python.exists():
         return {
             "ok": False,
-            "error": f"no peer virtualenv at {python}; create it with: python3 -m venv benchmarks/.peer-venv && "
+            "error": f"no peer virtualenv at {python}; create it with: "
+            "python3 -m venv benchmarks/.peer-venv && "
             "benchmarks/.peer-venv/bin/pip install -r benchmarks/requirements-peer.txt",
         }
     check = subprocess.run(
@@ -612,17 +621,32 @@ def run_peer(sky: Sky, queries: Queries, ours: dict[str, Any] | None, args: argp
         text=True,
     )
     if check.returncode != 0:
-        return {"ok": False, "error": "lsst-daf-butler does not import in the peer virtualenv: " + check.stderr.strip()[-800:]}
+        return {
+            "ok": False,
+            "error": "lsst-daf-butler does not import in the peer virtualenv: " + check.stderr.strip()[-800:],
+        }
     n_queries, n_warm = args.peer_queries, 10
     data = work / "peer_regions.npz"
     out = work / "peer_report.json"
     log(f"daf_butler {check.stdout.strip()}: writing regions to {data}")
     write_peer_data(data, sky, queries, n_queries, n_warm)
     command = [
-        str(python), str(PEER_SCRIPT),
-        "--data", str(data), "--repo", str(work / "peer_repo"), "--out", str(out),
-        "--api", args.peer_api, "--chunk", str(args.peer_chunk),
-        "--budget", str(args.peer_budget), "--min-queries", str(min(50, n_queries)),
+        str(python),
+        str(PEER_SCRIPT),
+        "--data",
+        str(data),
+        "--repo",
+        str(work / "peer_repo"),
+        "--out",
+        str(out),
+        "--api",
+        args.peer_api,
+        "--chunk",
+        str(args.peer_chunk),
+        "--budget",
+        str(args.peer_budget),
+        "--min-queries",
+        str(min(50, n_queries)),
     ]
     log("running the peer: " + " ".join(command))
     try:
@@ -769,13 +793,17 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{cpu} {s['answers_median']:7.0f} {up_med:>15s} {up_p99:>12s}"
             )
     print()
-    print(f"{'registry':16s} {'backend':10s} {'registration (bulk)':42s} {'seconds':>10s} {'per second':>12s}")
+    print(
+        f"{'registry':16s} {'backend':10s} {'registration (bulk)':42s} {'seconds':>10s} {'per second':>12s}"
+    )
     for name, backend, run in rows:
         reg = run["register_s"]
-        n_patch, n_ccd = cfg["patches"], cfg["visit_detectors"]
-        print(f"{name:16s} {backend:10s} {'tracts + patches':42s} {reg['patches']:10.1f} {n_patch / reg['patches']:12,.0f}")
-        print(f"{name:16s} {backend:10s} {'exposures + visits':42s} {reg['visits']:10.1f} {cfg['visits'] / reg['visits']:12,.0f}")
-        print(f"{name:16s} {backend:10s} {'exposure-detector regions':42s} {reg['visit_detectors']:10.1f} {n_ccd / reg['visit_detectors']:12,.0f}")
+        for what, key, count in (
+            ("tracts + patches", "patches", cfg["patches"]),
+            ("exposures + visits", "visits", cfg["visits"]),
+            ("exposure-detector regions", "visit_detectors", cfg["visit_detectors"]),
+        ):
+            print(f"{name:16s} {backend:10s} {what:42s} {reg[key]:10.1f} {count / reg[key]:12,.0f}")
     print()
     for run in results["ours"]:
         v = run["verified"]
@@ -823,9 +851,8 @@ def print_report(results: dict[str, Any]) -> None:
             if peer_ok:
                 ok = ok and peer[key]["median_ms"] / s["median_ms"] >= TARGET_SPEEDUP
             checks.append(ok)
-        target = (
-            f"median < {TARGET_MEDIAN_MS:g} ms, p99 < {TARGET_P99_MS:g} ms"
-            + (f", >= {TARGET_SPEEDUP:g}x daf_butler" if peer_ok else "")
+        target = f"median < {TARGET_MEDIAN_MS:g} ms, p99 < {TARGET_P99_MS:g} ms" + (
+            f", >= {TARGET_SPEEDUP:g}x daf_butler" if peer_ok else ""
         )
         print(f"target on SQLite ({target}): {'met' if all(checks) else 'NOT met'}")
 
@@ -852,42 +879,96 @@ def environment() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--patches", type=int, default=100_000, help="patches to register (default 100000)")
     parser.add_argument(
-        "--visit-detectors", type=int, default=1_000_000,
+        "--visit-detectors",
+        type=int,
+        default=1_000_000,
         help="exposure-detector (visit_detector_region) regions to register (default 1000000)",
     )
-    parser.add_argument("--quick", action="store_true", help="fast check: 10^4 patches, 10^5 exposure-detectors")
-    parser.add_argument("--queries", type=int, default=2000, help="timed queries of each kind per backend (default 2000)")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed queries of each kind first (default 100)")
-    parser.add_argument("--verify", type=int, default=200, help="answers of each kind checked by brute force (default 200)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fast check: 10^4 patches, 10^5 exposure-detectors"
+    )
+    parser.add_argument(
+        "--queries", type=int, default=2000, help="timed queries of each kind per backend (default 2000)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=100, help="untimed queries of each kind first (default 100)"
+    )
+    parser.add_argument(
+        "--verify", type=int, default=200, help="answers of each kind checked by brute force (default 200)"
+    )
     parser.add_argument("--seed", type=int, default=20240101, help="random seed (default 20240101)")
     parser.add_argument("--dithers", type=int, default=5, help="visits per field (default 5)")
-    parser.add_argument("--dither-deg", type=float, default=0.15, help="largest dither offset per axis, deg (default 0.15)")
-    parser.add_argument("--chunk", type=int, default=50_000, help="records per insert transaction (default 50000)")
     parser.add_argument(
-        "--backends", default="sqlite,postgresql",
-        help="comma-separated: sqlite, postgresql (default both; PostgreSQL is skipped with a message when no URL is given)",
+        "--dither-deg", type=float, default=0.15, help="largest dither offset per axis, deg (default 0.15)"
     )
     parser.add_argument(
-        "--postgres-url", default=os.environ.get("COADD_TEST_POSTGRES_URL"),
-        help="PostgreSQL server URL (default $COADD_TEST_POSTGRES_URL, set by `source deploy/test-services.sh`); "
-        "the benchmark creates and drops its own database there",
+        "--chunk", type=int, default=50_000, help="records per insert transaction (default 50000)"
     )
-    parser.add_argument("--peer", choices=("auto", "skip"), default="auto", help="run the lsst-daf-butler comparison (default auto)")
-    parser.add_argument("--peer-python", default=str(DEFAULT_PEER_PYTHON), help=f"python of the peer virtualenv (default {DEFAULT_PEER_PYTHON})")
-    parser.add_argument("--peer-queries", type=int, default=200, help="timed peer queries of each kind (default 200)")
-    parser.add_argument("--peer-api", choices=("registry", "query"), default="registry",
-                        help="daf_butler interface: registry.queryDataIds (default) or butler.query()")
-    parser.add_argument("--peer-chunk", type=int, default=10_000, help="records per daf_butler insertDimensionData call")
-    parser.add_argument("--peer-budget", type=float, default=180.0,
-                        help="seconds of timed peer queries of each kind; it stops there once 50 are done (default 180)")
-    parser.add_argument("--peer-timeout", type=float, default=3600, help="seconds before the peer is stopped (default 3600)")
-    parser.add_argument("--ingest", choices=("auto", "skip"), default="auto", help="time registry.ingest of simulated raws (default auto)")
-    parser.add_argument("--ingest-preset", default="tiny", help="coadd_core.sim preset for the ingest files (default tiny)")
-    parser.add_argument("--ingest-sim-dir", help="reuse (or write) the simulated survey here instead of the work directory")
-    parser.add_argument("--workdir", help="directory for databases and temporary files (default: a new temporary one, removed)")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgresql",
+        help="comma-separated: sqlite, postgresql (default both; PostgreSQL is skipped, with a message, "
+        "when no URL is given)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("COADD_TEST_POSTGRES_URL"),
+        help="PostgreSQL server URL (default $COADD_TEST_POSTGRES_URL, set by "
+        "`source deploy/test-services.sh`); the benchmark creates and drops its own database there",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=("auto", "skip"),
+        default="auto",
+        help="run the lsst-daf-butler comparison (default auto)",
+    )
+    parser.add_argument(
+        "--peer-python",
+        default=str(DEFAULT_PEER_PYTHON),
+        help=f"python of the peer virtualenv (default {DEFAULT_PEER_PYTHON})",
+    )
+    parser.add_argument(
+        "--peer-queries", type=int, default=200, help="timed peer queries of each kind (default 200)"
+    )
+    parser.add_argument(
+        "--peer-api",
+        choices=("registry", "query"),
+        default="registry",
+        help="daf_butler interface: registry.queryDataIds (default) or butler.query()",
+    )
+    parser.add_argument(
+        "--peer-chunk", type=int, default=10_000, help="records per daf_butler insertDimensionData call"
+    )
+    parser.add_argument(
+        "--peer-budget",
+        type=float,
+        default=180.0,
+        help="seconds of timed peer queries of each kind; it stops there once 50 are done (default 180)",
+    )
+    parser.add_argument(
+        "--peer-timeout", type=float, default=3600, help="seconds before the peer is stopped (default 3600)"
+    )
+    parser.add_argument(
+        "--ingest",
+        choices=("auto", "skip"),
+        default="auto",
+        help="time registry.ingest of simulated raws (default auto)",
+    )
+    parser.add_argument(
+        "--ingest-preset", default="tiny", help="coadd_core.sim preset for the ingest files (default tiny)"
+    )
+    parser.add_argument(
+        "--ingest-sim-dir", help="reuse (or write) the simulated survey here instead of the work directory"
+    )
+    parser.add_argument(
+        "--workdir",
+        help="directory for databases and temporary files (default: a new temporary one, removed)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
@@ -936,7 +1017,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             elif not args.postgres_url:
-                message = "postgresql: no URL (set COADD_TEST_POSTGRES_URL with `source deploy/test-services.sh`, or --postgres-url)"
+                message = (
+                    "postgresql: no URL (set COADD_TEST_POSTGRES_URL with "
+                    "`source deploy/test-services.sh`, or --postgres-url)"
+                )
                 log("skipping " + message)
                 results["skipped"].append(message)
             else:
@@ -947,7 +1031,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.peer == "auto":
             ours_sqlite = next((r for r in results["ours"] if r["backend"] == "sqlite"), None)
             peer_queries = Queries(
-                q1=queries.q1[: args.peer_queries], q2=queries.q2[: args.peer_queries], w1=queries.w1, w2=queries.w2
+                q1=queries.q1[: args.peer_queries],
+                q2=queries.q2[: args.peer_queries],
+                w1=queries.w1,
+                w2=queries.w2,
             )
             if ours_sqlite is not None:
                 ours_sqlite = dict(ours_sqlite)
