@@ -221,17 +221,24 @@ def _clip_iterations(values: np.ndarray, center: float, half: float, nsigma: flo
     return mean, var, kept
 
 
-def clipped_mean(values: np.ndarray, nsigma: float = 3.0, niter: int = 3) -> tuple[float, float, int]:
+def clipped_mean(
+    values: np.ndarray,
+    nsigma: float = 3.0,
+    niter: int = 3,
+    *,
+    quartiles: tuple[float, float, float] | None = None,
+) -> tuple[float, float, int]:
     """afw MEANCLIP of 1-D finite ``values``: (mean, sample variance, number kept).
 
     Iteration 0 clips about the median at ``nsigma * 0.7413 * IQR``; later iterations
     about the previous mean at ``nsigma`` standard deviations, always selecting from the
-    full set (ALGORITHMS.md §6.1).
+    full set (ALGORITHMS.md §6.1). ``quartiles`` (q1, median, q3) of ``values``, when
+    the caller already has them, save a pass.
     """
     v = np.ascontiguousarray(values).ravel()
     if v.size == 0:
         return math.nan, math.nan, 0
-    q1, med, q3 = quantiles(v, (0.25, 0.5, 0.75))
+    q1, med, q3 = quartiles if quartiles is not None else quantiles(v, (0.25, 0.5, 0.75))
     half = nsigma * IQR_TO_SIGMA * (q3 - q1)
     mean, var, kept = _clip_iterations(v, float(med), float(half), float(nsigma), int(niter))
     return float(mean), float(var), int(kept)

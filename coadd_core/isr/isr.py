@@ -37,7 +37,6 @@ from coadd_core.isr.masking import (
     mask_border,
     mask_boxes,
     mask_nans,
-    mask_nonpositive_variance,
     mask_threshold,
     widen_saturation_trails,
 )
@@ -97,6 +96,9 @@ def _check_calibs(
 
 
 def _conformed(calib: Exposure, planes: Any) -> np.ndarray:
+    """The calibration's mask in the output's bit convention (no pass when they agree)."""
+    if calib.planes is planes or calib.planes == planes:
+        return calib.mask
     mask, _ = remap_mask(calib.mask, calib.planes, planes)
     return mask
 
@@ -117,9 +119,9 @@ def _divide_flat(
     s2 = scale * scale
     for j in range(ny):
         for i in range(nx):
-            b = scale * flat[j, i]
-            q = image[j, i] / b
-            variance[j, i] = (variance[j, i] + s2 * flat_var[j, i] * q * q) / (b * b)
+            inv = 1.0 / (scale * flat[j, i])
+            q = image[j, i] * inv
+            variance[j, i] = (variance[j, i] + s2 * flat_var[j, i] * q * q) * (inv * inv)
             image[j, i] = q
             mask[j, i] |= flat_mask[j, i]
 
@@ -144,6 +146,38 @@ def _scaled_subtract(
             if add_variance:
                 variance[j, i] += s2 * other_var[j, i]
             mask[j, i] |= other_mask[j, i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _amp_variance(
+    image: np.ndarray, variance: np.ndarray, mask: np.ndarray, inv_gain: float, rn2: float, bit: int
+) -> int:
+    """var = image / gain + (readNoise / gain)^2; var <= 0 -> ``bit`` (0: no masking)."""
+    ny, nx = image.shape
+    n = 0
+    for j in range(ny):
+        for i in range(nx):
+            v = image[j, i] * inv_gain + rn2
+            variance[j, i] = v
+            if bit != 0 and v <= 0:
+                mask[j, i] |= bit
+                n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_bits(mask: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """Number of pixels carrying each of ``bits``, in one pass."""
+    counts = np.zeros(bits.size, dtype=np.int64)
+    ny, nx = mask.shape
+    for j in range(ny):
+        for i in range(nx):
+            m = mask[j, i]
+            if m != 0:
+                for k in range(bits.size):
+                    if m & bits[k]:
+                        counts[k] += 1
+    return counts
 
 
 @numba.njit(cache=True, nogil=True)
@@ -192,8 +226,10 @@ def _qa_stats(image: np.ndarray, mask: np.ndarray, bits: int, config: IsrConfig)
     values = gather_good(image, mask, bits)
     if values.size == 0:
         return {"mean": math.nan, "median": math.nan, "stdev_clip": math.nan, "n_good": 0}
-    med = float(quantiles(values, (0.5,))[0])
-    _, var, _ = clipped_mean(values, config.fallback_num_sigma_clip, config.fallback_num_iter)
+    q1, med, q3 = (float(q) for q in quantiles(values, (0.25, 0.5, 0.75)))
+    _, var, _ = clipped_mean(
+        values, config.fallback_num_sigma_clip, config.fallback_num_iter, quartiles=(q1, med, q3)
+    )
     return {
         "mean": float(np.mean(values, dtype=np.float64)),
         "median": med,
@@ -347,17 +383,18 @@ def run_isr(
     gains: dict[str, float] = {}
     amp_boxes = {a.name: (a.bbox if config.do_assemble_ccd else a.raw_bbox) for a in detector.amplifiers}
     if config.do_variance:
+        neg_bit = planes.bitmask(config.negative_variance_mask_name) if config.mask_negative_variance else 0
+        n_neg = 0
         for amp in detector.amplifiers:
             g = _gain(amp.gain, amp.name)
             gains[amp.name] = g
             sl = amp_boxes[amp.name].slices(out_box)
-            np.multiply(image[sl], np.float32(1.0 / g), out=variance[sl])
-            variance[sl] += np.float32((amp.read_noise / g) ** 2)
+            n_neg += _amp_variance(
+                image[sl], variance[sl], mask[sl], 1.0 / g, (amp.read_noise / g) ** 2, np.int32(neg_bit)
+            )
             amp_meta[amp.name]["read_noise_adu"] = amp.read_noise / g
         if config.mask_negative_variance:
-            meta["n_negative_variance"] = mask_nonpositive_variance(
-                variance, mask, planes.bitmask(config.negative_variance_mask_name)
-            )
+            meta["n_negative_variance"] = int(n_neg)
         steps.append("variance")
     else:
         variance.fill(1.0)
@@ -455,16 +492,24 @@ def run_isr(
         meta["zero_point"] = photo_calib.zero_point
     # -- step 16: QA ----------------------------------------------------------------------
     mask = mi.mask
-    meta["n_sat"] = int(np.count_nonzero(mask & sat_bit))
-    meta["n_bad"] = int(np.count_nonzero(mask & bad_bit))
-    meta["n_intrp"] = int(np.count_nonzero(mask & intrp_bit))
+    count_bits = np.array([sat_bit, bad_bit, intrp_bit], dtype=np.int32)
     if config.do_standard_statistics:
         qa_bits = mi.planes.bitmask(*(p for p in QA_MASK_PLANES if p in mi.planes))
+        totals = np.zeros(3, dtype=np.int64)
         for amp in detector.amplifiers:
             sl = amp_boxes[amp.name].slices(out_box)
             amp_meta[amp.name].update(_qa_stats(image[sl], mask[sl], qa_bits, config))
-            amp_meta[amp.name]["n_sat"] = int(np.count_nonzero(mask[sl] & sat_bit))
-            amp_meta[amp.name]["n_bad"] = int(np.count_nonzero(mask[sl] & bad_bit))
+            counts = _count_bits(mask[sl], count_bits)
+            amp_meta[amp.name]["n_sat"] = int(counts[0])
+            amp_meta[amp.name]["n_bad"] = int(counts[1])
+            totals += counts
+        if config.do_assemble_ccd:
+            counts = totals
+        else:
+            counts = _count_bits(mask, count_bits)
+    else:
+        counts = _count_bits(mask, count_bits)
+    meta["n_sat"], meta["n_bad"], meta["n_intrp"] = (int(c) for c in counts)
     if config.do_measure_background:
         meta.update(_background_qa(mi, config))
     meta["amps"] = amp_meta
