@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from typing import Any, Mapping
 
@@ -18,7 +19,7 @@ from astropy.wcs import WCS
 
 from coadd_core.camera import Detector
 from coadd_core.visit_info import VisitInfo
-from coadd_core.wcs_utils import shifted, wcs_from_header
+from coadd_core.wcs_utils import exact_float_card, wcs_from_header
 
 __all__ = ["visit_info_from_header", "assembled_wcs", "band_of"]
 
@@ -91,21 +92,35 @@ def visit_info_from_header(header: fits.Header | Mapping[str, Any]) -> VisitInfo
     return VisitInfo(**values)
 
 
+_WCS_KEYWORD = re.compile(
+    r"^(WCSAXES|CTYPE[12]|CUNIT[12]|CRPIX[12]|CRVAL[12]|CD[12]_[12]|PC[12]_[12]|CDELT[12]|RADESYS|"
+    r"EQUINOX|LONPOLE|LATPOLE|PV[12]_\d+|A_ORDER|B_ORDER|AP_ORDER|BP_ORDER|A_\d_\d|B_\d_\d|AP_\d_\d|BP_\d_\d)$"
+)
+
+
 def assembled_wcs(header: fits.Header | Mapping[str, Any], detector: Detector) -> WCS | None:
     """The raw header's WCS moved to assembled pixels (CRPIX1 - 32 for MegaPrime); None if absent.
 
     Both amps of a spliced MegaPrime frame sit 32 columns right of their assembled
-    place, so one shift serves the whole CCD.
+    place, so one shift serves the whole CCD. Only the WCS keywords are parsed (a raw
+    header holds a hundred others), and CRPIX is shifted before the single parse.
     """
-    try:
-        wcs = wcs_from_header(header)
-    except ValueError as exc:
-        log.warning("raw header WCS unusable: %s", exc)
-        return None
-    if wcs is None:
-        return None
     offsets = {(a.raw_x_offset, a.raw_y_offset) for a in detector.amplifiers}
     if len(offsets) != 1:
         raise ValueError(f"{detector.name}: amps are offset differently {sorted(offsets)}; one WCS cannot fit")
     dx, dy = offsets.pop()
-    return shifted(wcs, dx, dy)
+    items = header.cards if isinstance(header, fits.Header) else [fits.Card(k, v) for k, v in header.items()]
+    cards = [fits.Card(c.keyword, c.value) for c in items if _WCS_KEYWORD.match(c.keyword)]
+    small = fits.Header(cards)
+    if "CTYPE1" not in small or "CTYPE2" not in small:
+        return None
+    for key, delta in (("CRPIX1", dx), ("CRPIX2", dy)):
+        if key in small:
+            value = float(small[key]) - float(delta)
+            del small[key]
+            small.append(exact_float_card(key, value))
+    try:
+        return wcs_from_header(small)
+    except ValueError as exc:
+        log.warning("raw header WCS unusable: %s", exc)
+        return None
