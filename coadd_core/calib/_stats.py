@@ -2,8 +2,8 @@
 
 Exact quantiles of millions of pixels by histogram refinement (a few linear passes,
 instead of the partial sort behind ``np.percentile``), and the afw ``MEANCLIP`` of
-ALGORITHMS.md §6.1 in its unweighted form, both over a flat set of values and along the
-stack axis of a pile of images.
+ALGORITHMS.md §6.1 in its unweighted form over one large set of values (image-wide
+fallbacks and QA statistics). Stacks of images use :mod:`coadd_core.stats`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ __all__ = [
     "quantiles",
     "median",
     "clipped_mean",
-    "meanclip_stack",
 ]
 
 #: sigma of a normal distribution per unit interquartile range (afw's constant).
@@ -242,125 +241,3 @@ def clipped_mean(
     half = nsigma * IQR_TO_SIGMA * (q3 - q1)
     mean, var, kept = _clip_iterations(v, float(med), float(half), float(nsigma), int(niter))
     return float(mean), float(var), int(kept)
-
-
-@numba.njit(cache=True, nogil=True)
-def _meanclip_stack(
-    data: np.ndarray,
-    masks: np.ndarray,
-    variances: np.ndarray,
-    and_mask: int,
-    nsigma: float,
-    niter: int,
-    error_from_input_variance: bool,
-    out_value: np.ndarray,
-    out_var: np.ndarray,
-    out_ngood: np.ndarray,
-    out_nclipped: np.ndarray,
-) -> None:
-    nin, ny, nx = data.shape
-    vals = np.empty(nin, dtype=np.float64)
-    ivar = np.empty(nin, dtype=np.float64)
-    srt = np.empty(nin, dtype=np.float64)
-    for j in range(ny):
-        for i in range(nx):
-            n = 0
-            for k in range(nin):
-                x = data[k, j, i]
-                if (masks[k, j, i] & and_mask) == 0 and math.isfinite(x):
-                    vals[n] = x
-                    ivar[n] = variances[k, j, i]
-                    n += 1
-            out_ngood[j, i] = n
-            if n == 0:
-                out_value[j, i] = np.nan
-                out_var[j, i] = np.nan
-                out_nclipped[j, i] = 0
-                continue
-            # insertion sort of the few good values for the quartiles
-            for a in range(n):
-                srt[a] = vals[a]
-            for a in range(1, n):
-                key = srt[a]
-                b = a - 1
-                while b >= 0 and srt[b] > key:
-                    srt[b + 1] = srt[b]
-                    b -= 1
-                srt[b + 1] = key
-            qv = np.empty(3, dtype=np.float64)
-            for qi in range(3):
-                pos = 0.25 * (qi + 1) * (n - 1)
-                lo = int(math.floor(pos))
-                hi = min(lo + 1, n - 1)
-                qv[qi] = srt[lo] + (pos - lo) * (srt[hi] - srt[lo])
-            center = qv[1]
-            half = nsigma * 0.741301109252802 * (qv[2] - qv[0])
-            mean = np.nan
-            var = np.nan
-            kept = 0
-            sumv = 0.0
-            for it in range(niter):
-                s = 0.0
-                kept = 0
-                for a in range(n):
-                    if abs(vals[a] - center) <= half:
-                        s += vals[a]
-                        kept += 1
-                if kept == 0:
-                    mean = np.nan
-                    break
-                mean = s / kept
-                ss = 0.0
-                sumv = 0.0
-                for a in range(n):
-                    if abs(vals[a] - center) <= half:
-                        d = vals[a] - mean
-                        ss += d * d
-                        sumv += ivar[a]
-                var = ss / (kept - 1) if kept > 1 else np.nan
-                if kept > 1:
-                    center = mean
-                    half = nsigma * math.sqrt(max(var, 0.0))
-            out_value[j, i] = mean
-            if kept == 0:
-                out_var[j, i] = np.nan
-            elif error_from_input_variance or kept < 2:
-                out_var[j, i] = sumv / (kept * kept)
-            else:
-                out_var[j, i] = var / kept
-            out_nclipped[j, i] = n - kept
-
-
-def meanclip_stack(
-    data: np.ndarray,
-    masks: np.ndarray,
-    variances: np.ndarray,
-    *,
-    and_mask: int,
-    nsigma: float = 3.0,
-    niter: int = 3,
-    error_from_input_variance: bool = False,
-    out_value: np.ndarray,
-    out_var: np.ndarray,
-    out_ngood: np.ndarray,
-    out_nclipped: np.ndarray,
-) -> None:
-    """Unweighted afw MEANCLIP along axis 0 of ``(n, ny, nx)`` stacks, into the out arrays.
-
-    Inputs with a bit of ``and_mask`` or a non-finite value are ignored. The variance of
-    the result is Σ V / kept² (``error_from_input_variance``) or σ² / kept from the
-    scatter of the kept values.
-    """
-    _meanclip_stack(
-        data,
-        masks,
-        variances,
-        np.int32(and_mask),
-        float(nsigma),
-        int(niter),
-        bool(error_from_input_variance),
-        out_value,
-        out_var,
-        out_ngood,
-        out_nclipped,
-    )

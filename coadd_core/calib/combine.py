@@ -3,8 +3,9 @@
 Each master is the per-pixel afw MEANCLIP (median/IQR clip first, then mean/sigma;
 unweighted) of its inputs, each first divided by its scale, computed along the stack
 axis in blocks of rows so memory stays bounded whatever the number of inputs. The
-statistic is the private kernel of :mod:`coadd_core.calib._stats`; a pixel with no good
-input becomes BAD and is filled by interpolation; every plane but BAD is cleared.
+statistic is the project's statistics engine (:func:`coadd_core.stats.stack`), the one
+coadds use; a pixel with no good input becomes BAD and is filled by interpolation;
+every plane but BAD is cleared.
 
 Darks are divided by their dark time (the master is ADU per second of dark time) and
 their cosmic rays are masked first: with few darks, clipping alone cannot reject them.
@@ -24,12 +25,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from coadd_core.calib._stats import gather_good, meanclip_stack, quantiles
+from coadd_core.calib._stats import gather_good, quantiles
 from coadd_core.exposure import Exposure
 from coadd_core.geom import Box
 from coadd_core.image import MaskedImage
 from coadd_core.interpolate import interpolate_over
 from coadd_core.masks import MaskPlanes, remap_mask, standard_planes
+from coadd_core.stats import StackResult, StatsConfig, stack
 
 __all__ = [
     "CalibCombineConfig",
@@ -44,6 +46,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CalibType = Literal["bias", "dark", "flat"]
+
+# int32 sign bit: marks pixels with no good input during a combination (no plane uses it)
+_NO_GOOD = -(1 << 31)
 
 
 class CalibCombineConfig(BaseModel):
@@ -178,14 +183,23 @@ def combine(
     out_mask = np.zeros((ny, nx), dtype=np.int32)
     masks = [_conform(e, planes) for e in inputs]
     from_input_variance = n < config.min_inputs_for_scatter_error
+    stats = StatsConfig(
+        statistic="MEANCLIP",
+        num_sigma_clip=config.clip,
+        num_iter=config.n_iter,
+        and_mask=ignore,
+        calc_error_from_input_variance=from_input_variance,
+    )
     rows = config.subregion_rows
-    data_b = np.empty((n, min(rows, ny), nx), dtype=np.float32)
+    hb = min(rows, ny)
+    data_b = np.empty((n, hb, nx), dtype=np.float32)
     var_b = np.empty_like(data_b)
-    mask_b = np.empty((n, min(rows, ny), nx), dtype=np.int32)
-    ngood = np.empty((min(rows, ny), nx), dtype=np.int32)
-    nclip = np.empty_like(ngood)
+    mask_b = np.empty((n, hb, nx), dtype=np.int32)
+    block_mask = np.empty((hb, nx), dtype=np.int32)
+    nclip = np.empty((hb, nx), dtype=np.int32)
     inv = [np.float32(1.0 / s) for s in scales]
     inv2 = [np.float32(1.0 / (s * s)) for s in scales]
+    keep = np.int32(bad | no_data)
     for y0 in range(0, ny, rows):
         y1 = min(y0 + rows, ny)
         h = y1 - y0
@@ -196,24 +210,23 @@ def combine(
             m[k] = masks[k][y0:y1]
             if extra_masks is not None and extra_masks[k] is not None:
                 m[k][extra_masks[k][y0:y1]] |= cr_bit
-        meanclip_stack(
+        # output mask: OR over the good inputs plus a private bit where none was good;
+        # only BAD (and NO_DATA, an error below) survive
+        result = stack(
             d,
             m,
             v,
-            and_mask=ignore,
-            nsigma=config.clip,
-            niter=config.n_iter,
-            error_from_input_variance=from_input_variance,
-            out_value=value[y0:y1],
-            out_var=var[y0:y1],
-            out_ngood=ngood[:h],
-            out_nclipped=nclip[:h],
+            None,
+            stats,
+            clipped_bit=0,
+            no_good_bit=_NO_GOOD,
+            planes=planes,
+            out=StackResult(value[y0:y1], block_mask[:h], var[y0:y1], nclip[:h]),
         )
-        # output mask: OR over the good inputs (only BAD and NO_DATA survive below)
-        good = ((m & ignore) == 0) & np.isfinite(d)
-        block_or = np.bitwise_or.reduce(np.where(good, m, 0), axis=0)
-        out_mask[y0:y1] = block_or & (bad | no_data)
-        out_mask[y0:y1][ngood[:h] == 0] |= bad
+        none_good = (result.mask & _NO_GOOD) != 0
+        out_mask[y0:y1] = result.mask & keep
+        out_mask[y0:y1][none_good] |= bad
+        value[y0:y1][none_good] = np.nan
     if np.any(out_mask & no_data):
         raise RuntimeError(f"combined {calib_type} has NO_DATA pixels; inputs are incomplete")
     mi = MaskedImage(value, out_mask, var, xy0=box.xy0, planes=planes)
