@@ -469,3 +469,20 @@ def test_agrees_with_ccdproc(sim: Any, masters: Any) -> None:
     assert good.mean() > 0.9
     rel = np.abs(ours.image[good] - ccd.data[good]) / np.maximum(np.abs(ccd.data[good]), 1.0)
     assert float(rel.max()) < 1e-5
+
+
+def test_edge_planes_and_flat_scaling(plan: Any) -> None:
+    det = plan.detectors[0]
+    raw = _frame(det, 3000, 1000)
+    flat_img = np.full(det.bbox.shape, 2.0, dtype=np.float32)
+    flat = Exposure(MaskedImage(flat_img, None, np.zeros_like(flat_img)))
+    base = NO_CALIBS.model_copy(update={"do_flat": True, "num_edge_suspect": 2, "edge_mask_width": 3})
+    e = run_isr(raw, _header(plan), flat=flat, defects=[], config=base).exposure
+    suspect, edge = bitmask("SUSPECT"), bitmask("EDGE")
+    assert np.all(e.mask[:2, :] & suspect) and not e.mask[2, 10] & suspect
+    assert np.all(e.mask[:, -3:] & edge) and not e.mask[10, -4] & edge
+    np.testing.assert_allclose(e.image[10:-10, 10:-10], 1000.0)  # USER scale 1: image / flat
+    for kind in ("MEAN", "MEDIAN"):
+        cfg = base.model_copy(update={"flat_scaling_type": kind})
+        e2 = run_isr(raw, _header(plan), flat=flat, defects=[], config=cfg).exposure
+        np.testing.assert_allclose(e2.image[10:-10, 10:-10], 500.0)
