@@ -65,7 +65,7 @@ from .refs import (
     validate_collection_name,
     validate_value,
 )
-from .spatial import HTM_LEVEL, SpatialIndex, decode_region, encode_region
+from .spatial import HTM_LEVEL, SpatialIndex, bounding_cap, decode_region, encode_region
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,10 @@ class Registry:
             if row.get(column) is not None:
                 row[column] = tai_ns(row[column])
         if element.spatial:
-            row["region"] = encode_region(row["region"])
+            region = row["region"]
+            cap = bounding_cap(region) if region is not None else (None,) * 5
+            row.update(zip(("bound_x", "bound_y", "bound_z", "bound_cos", "bound_sin"), cap))
+            row["region"] = encode_region(region)
         return row
 
     @staticmethod
@@ -1270,7 +1273,8 @@ class Registry:
         return self._spatial_query("patch", region, True, {"skymap": skymap})
 
     def patch_candidates(self, region: sphgeom.Region, *, skymap: str | None = None) -> list[DataId]:
-        """Patches sharing an HTM trixel with ``region`` (superset of :meth:`patches_overlapping`)."""
+        """Patches sharing an HTM trixel and a bounding-cap overlap with ``region``
+        (superset of :meth:`patches_overlapping`)."""
         return self._spatial_query("patch", region, False, {"skymap": skymap})
 
     def patches_overlapping_element(

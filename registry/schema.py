@@ -103,6 +103,13 @@ exposure = sa.Table(
     sa.Index(None, "instrument", "day_obs"),
 )
 
+def _bound_columns() -> list[sa.Column]:
+    """Bounding cap of a region (centre unit vector, cos and sin of its opening angle):
+    overlap queries drop most index candidates with it in SQL, before any region is
+    decoded (see :mod:`registry.spatial`)."""
+    return [sa.Column(name, sa.Float) for name in ("bound_x", "bound_y", "bound_z", "bound_cos", "bound_sin")]
+
+
 visit = sa.Table(
     "visit",
     metadata,
@@ -114,6 +121,7 @@ visit = sa.Table(
     sa.Column("timespan_begin", sa.BigInteger),
     sa.Column("timespan_end", sa.BigInteger),
     sa.Column("region", sa.LargeBinary),
+    *_bound_columns(),
     sa.ForeignKeyConstraint(
         ["instrument", "physical_filter"], ["physical_filter.instrument", "physical_filter.name"]
     ),
@@ -126,6 +134,7 @@ visit_detector_region = sa.Table(
     sa.Column("visit", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("detector", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("region", sa.LargeBinary),
+    *_bound_columns(),
     sa.ForeignKeyConstraint(["instrument", "visit"], ["visit.instrument", "visit.id"]),
     sa.ForeignKeyConstraint(["instrument", "detector"], ["detector.instrument", "detector.id"]),
 )
@@ -147,6 +156,7 @@ tract = sa.Table(
     _name("skymap", sa.ForeignKey("skymap.name"), primary_key=True),
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("region", sa.LargeBinary),
+    *_bound_columns(),
 )
 
 patch = sa.Table(
@@ -158,6 +168,7 @@ patch = sa.Table(
     sa.Column("cell_x", sa.Integer, nullable=False),
     sa.Column("cell_y", sa.Integer, nullable=False),
     sa.Column("region", sa.LargeBinary),
+    *_bound_columns(),
     sa.ForeignKeyConstraint(["skymap", "tract"], ["tract.skymap", "tract.id"]),
 )
 

@@ -39,6 +39,7 @@ table of one registry uses the same trixels and can be joined on ``skypix_index`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,16 @@ HTM_LEVEL = 8
 QUERY_MAX_RANGES = 12
 
 KeyTuple = tuple[Any, ...]
+#: Slack of the bounding-cap test (the caps are exact; this absorbs float rounding).
+CAP_TOLERANCE = 1e-9
+
+
+def bounding_cap(region: sphgeom.Region) -> tuple[float, float, float, float, float]:
+    """(x, y, z, cos, sin) of the region's bounding circle: centre and opening angle."""
+    circle = region.getBoundingCircle()
+    centre = circle.getCenter()
+    angle = circle.getOpeningAngle().asRadians()
+    return (centre.x(), centre.y(), centre.z(), math.cos(angle), math.sin(angle))
 
 
 def encode_region(region: sphgeom.Region | None) -> bytes | None:
@@ -149,8 +160,18 @@ class SpatialIndex:
         ]
         matches = (sa.union(*per_range) if n_ranges > 1 else per_range[0].distinct()).subquery()
         join_on = sa.and_(*(parent.c[c] == matches.c[c] for c in key_columns))
-        return sa.select(*(parent.c[c] for c in key_columns), parent.c.region).select_from(
-            matches.join(parent, join_on)
+        # Two caps overlap iff the angle between their centres is at most the sum of their
+        # opening angles: dot(c1, c2) >= cos(a1 + a2) = cos a1 cos a2 - sin a1 sin a2.
+        p = parent.c
+        cap_test = sa.or_(
+            p.bound_x.is_(None),
+            p.bound_x * sa.bindparam("qx") + p.bound_y * sa.bindparam("qy") + p.bound_z * sa.bindparam("qz")
+            >= p.bound_cos * sa.bindparam("qcos") - p.bound_sin * sa.bindparam("qsin") - CAP_TOLERANCE,
+        )
+        return (
+            sa.select(*(parent.c[c] for c in key_columns), parent.c.region)
+            .select_from(matches.join(parent, join_on))
+            .where(cap_test)
         )
 
     def candidates(
@@ -177,10 +198,17 @@ class SpatialIndex:
         for i, (begin, end) in enumerate(ranges):
             params[f"b{i}"] = begin
             params[f"e{i}"] = end
-        result = connection.execute(self._statement(element, len(ranges), names), params)
+        qx, qy, qz, qcos, qsin = bounding_cap(region)
+        if qcos < 0.0:
+            # A query cap wider than a hemisphere: the sum of angles may pass pi, where the
+            # cosine test stops being monotonic; let every candidate through.
+            qx = qy = qz = 0.0
+            qcos, qsin = -2.0, 0.0
+        params.update(qx=qx, qy=qy, qz=qz, qcos=qcos, qsin=qsin)
+        rows = connection.execute(self._statement(element, len(ranges), names), params).fetchall()
         decode = sphgeom.Region.decode
         found: dict[KeyTuple, sphgeom.Region] = {}
-        for row in result:
+        for row in rows:
             if row[-1] is not None:
                 found[tuple(row[:-1])] = decode(bytes(row[-1]))
         return found
