@@ -219,6 +219,13 @@ def _add_repo(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--datastore-url", default=None, help="root of the datastore (path or s3:// URL)")
     c.add_argument("--exist-ok", action="store_true", help="do nothing if the repository exists")
     c.set_defaults(func=_cmd_repo_create)
+    u = rsub.add_parser(
+        "upgrade",
+        help="migrate the repository's registry schema to this version of the code",
+        description="Run the registry's schema migrations (Alembic) up to the newest revision.",
+    )
+    cli_common.add_repo_argument(u)
+    u.set_defaults(func=_cmd_repo_upgrade)
 
 
 def _cmd_repo_create(args: argparse.Namespace) -> int:
@@ -228,6 +235,22 @@ def _cmd_repo_create(args: argparse.Namespace) -> int:
         args.repo, registry_url=args.registry_url, datastore_url=args.datastore_url, exist_ok=args.exist_ok
     ) as butler:
         print(f"repository {butler.repo}: registry {butler.registry.url}, datastore {butler.datastore.root_url}")
+    return 0
+
+
+def _cmd_repo_upgrade(args: argparse.Namespace) -> int:
+    import os
+
+    import yaml
+
+    from registry.butler import CONFIG_NAME, RepoConfig
+    from registry.registry import Registry
+
+    with open(os.path.join(args.repo, CONFIG_NAME), encoding="utf-8") as stream:
+        config = RepoConfig.from_dict(yaml.safe_load(stream) or {})
+    Registry.upgrade_schema(config.registry_url)
+    with Registry.open(config.registry_url) as registry:
+        print(f"registry {registry.url} is at the newest schema")
     return 0
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     ["check-query"],
     ["repo"],
     ["repo", "create"],
+    ["repo", "upgrade"],
     ["ingest"],
     ["query"],
     ["query", "datasets"],
@@ -120,6 +121,7 @@ def test_repository_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["simulate", "--preset", "tiny", "--out", str(sim), "--no-progress"]) == 0
     assert main(["repo", "create", str(repo)]) == 0
     assert main(["repo", "create", str(repo)]) != 0  # exists: a clear error
+    assert main(["repo", "upgrade", str(repo)]) == 0  # already at the newest schema
     capsys.readouterr()
     assert main(["ingest", str(repo), str(sim / "raw")]) == 0
     assert "8 file(s) ingested" in capsys.readouterr().out
