@@ -29,15 +29,13 @@ from coadd_core.exposure import Exposure
 from coadd_core.geom import Box
 from coadd_core.image import MaskedImage
 from coadd_core.interpolate import interpolate_over
-from coadd_core.isr.assemble import place_amp, raw_box, remove_keys
+from coadd_core.isr.assemble import raw_box, remove_keys
 from coadd_core.isr.cfht import cfht_detector, saturation_from_histogram
 from coadd_core.isr.config import IsrConfig, cfht_isr_config
 from coadd_core.isr.masking import (
     grow_mask,
     mask_border,
     mask_boxes,
-    mask_nans,
-    mask_threshold,
     widen_saturation_trails,
 )
 from coadd_core.isr.overscan import OverscanResult, fit_overscan, overscan_box
@@ -105,64 +103,95 @@ def _conformed(calib: Exposure, planes: Any) -> np.ndarray:
 
 # -- fused pixel kernels --------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
-def _divide_flat(
+def _fused_amp(
+    raw: np.ndarray,
+    model: np.ndarray,
     image: np.ndarray,
     variance: np.ndarray,
     mask: np.ndarray,
+    sat_level: float,
+    suspect_level: float,
+    sat_bit: int,
+    suspect_bit: int,
+    do_bias: bool,
+    bias: np.ndarray,
+    bias_var: np.ndarray,
+    bias_mask: np.ndarray,
+    do_variance: bool,
+    inv_gain: float,
+    rn2: float,
+    neg_bit: int,
+    nan_bit: int,
+    do_dark: bool,
+    dark: np.ndarray,
+    dark_var: np.ndarray,
+    dark_mask: np.ndarray,
+    dark_scale: float,
+    do_flat: bool,
     flat: np.ndarray,
     flat_var: np.ndarray,
     flat_mask: np.ndarray,
-    scale: float,
-) -> None:
-    """image /= s f; var = (var + s^2 Vf q^2) / (s f)^2 with q = image / (s f); masks OR."""
+    flat_scale: float,
+) -> np.ndarray:
+    """ISR steps 2, 4-7, 9, 11 and 12 of one amp, pixel by pixel, in the §2.1 order.
+
+    raw (data section) -> float32 minus the per-row overscan model; SAT/SUSPECT from the
+    raw value; minus bias (masks OR; its variance is superseded by the variance step);
+    var = image/gain + (rn/gain)^2, <= 0 -> ``neg_bit``; non-finite with no mask bit ->
+    ``nan_bit``; minus ``dark_scale`` x dark (variance += scale^2 Vdark); divided by
+    ``flat_scale`` x flat with the flat variance propagated. Returns counts of
+    (SAT, negative variance, unmasked NaN) pixels.
+    """
     ny, nx = image.shape
-    s2 = scale * scale
+    s2 = dark_scale * dark_scale
+    f2 = flat_scale * flat_scale
+    n_sat = 0
+    n_neg = 0
+    n_nan = 0
     for j in range(ny):
+        level = model[j]
         for i in range(nx):
-            inv = 1.0 / (scale * flat[j, i])
-            q = image[j, i] * inv
-            variance[j, i] = (variance[j, i] + s2 * flat_var[j, i] * q * q) * (inv * inv)
-            image[j, i] = q
-            mask[j, i] |= flat_mask[j, i]
-
-
-@numba.njit(cache=True, nogil=True)
-def _scaled_subtract(
-    image: np.ndarray,
-    variance: np.ndarray,
-    mask: np.ndarray,
-    other: np.ndarray,
-    other_var: np.ndarray,
-    other_mask: np.ndarray,
-    scale: float,
-    add_variance: bool,
-) -> None:
-    """image -= s * other; var += s^2 * other_var (if asked); masks OR."""
-    ny, nx = image.shape
-    s2 = scale * scale
-    for j in range(ny):
-        for i in range(nx):
-            image[j, i] -= scale * other[j, i]
-            if add_variance:
-                variance[j, i] += s2 * other_var[j, i]
-            mask[j, i] |= other_mask[j, i]
-
-
-@numba.njit(cache=True, nogil=True)
-def _amp_variance(
-    image: np.ndarray, variance: np.ndarray, mask: np.ndarray, inv_gain: float, rn2: float, bit: int
-) -> int:
-    """var = image / gain + (readNoise / gain)^2; var <= 0 -> ``bit`` (0: no masking)."""
-    ny, nx = image.shape
-    n = 0
-    for j in range(ny):
-        for i in range(nx):
-            v = image[j, i] * inv_gain + rn2
+            r = raw[j, i]
+            m = mask[j, i]
+            if r >= sat_level:
+                m |= sat_bit
+                n_sat += 1
+            if r >= suspect_level:
+                m |= suspect_bit
+            x = np.float32(np.float32(r) - np.float32(level))
+            if do_bias:
+                x = np.float32(x - bias[j, i])
+                m |= bias_mask[j, i]
+            if do_variance:
+                v = np.float32(x * inv_gain + rn2)
+                if neg_bit != 0 and v <= 0:
+                    m |= neg_bit
+                    n_neg += 1
+            else:
+                v = np.float32(1.0)
+                if do_bias:
+                    v = np.float32(v + bias_var[j, i])
+            if nan_bit != 0 and m == 0 and not (math.isfinite(x) and math.isfinite(v)):
+                m |= nan_bit
+                n_nan += 1
+            if do_dark:
+                x = np.float32(x - dark_scale * dark[j, i])
+                v = np.float32(v + s2 * dark_var[j, i])
+                m |= dark_mask[j, i]
+            if do_flat:
+                inv = 1.0 / (flat_scale * flat[j, i])
+                q = x * inv
+                v = np.float32((v + f2 * flat_var[j, i] * q * q) * (inv * inv))
+                x = np.float32(q)
+                m |= flat_mask[j, i]
+            image[j, i] = x
             variance[j, i] = v
-            if bit != 0 and v <= 0:
-                mask[j, i] |= bit
-                n += 1
-    return n
+            mask[j, i] = m
+    counts = np.zeros(3, dtype=np.int64)
+    counts[0] = n_sat
+    counts[1] = n_neg
+    counts[2] = n_nan
+    return counts
 
 
 @numba.njit(cache=True, nogil=True)
@@ -318,28 +347,34 @@ def run_isr(
     overscans: dict[str, OverscanResult] = {}
     amp_meta: dict[str, dict[str, Any]] = {}
     rbox = raw_box(detector)
+    amp_boxes = {a.name: (a.bbox if config.do_assemble_ccd else a.raw_bbox) for a in detector.amplifiers}
     if not config.do_assemble_ccd:
         # pixels outside every amp box (parallel overscan) keep their raw values
         np.copyto(image, raw, casting="unsafe")
+        variance.fill(0.0)
 
-    # -- steps 2-4: convert, mask amps, overscan, assemble --------------------------------
+    # Steps 2-12 touch each pixel once: the mask-only steps that do not depend on pixel
+    # values (amp and defect boxes, edges) are applied first, then one fused kernel per
+    # amp converts, subtracts overscan and bias, sets the variance, masks SAT, negative
+    # variance and NaNs, subtracts the dark and divides by the flat, in the §2.1 order.
+    # -- step 3 (part): amplifier state and overscan ---------------------------------------
+    models: dict[str, np.ndarray] = {}
+    levels: dict[str, float] = {}
     for amp in detector.amplifiers:
-        target = amp.bbox if config.do_assemble_ccd else amp.raw_bbox
+        target = amp_boxes[amp.name]
         source = amp.raw_data_bbox if config.do_assemble_ccd else target
         raw_view = raw[source.slices(rbox)]
-        mask_view = mask[target.slices(out_box)]
         level = _amp_saturation(config, amp.saturation, detector_sat)
+        levels[amp.name] = level
         info: dict[str, Any] = {"saturation": level, "gain": amp.gain, "read_noise": amp.read_noise}
         amp_bad = any(d.contains(amp.bbox) for d in defect_boxes) if config.do_defect else False
-        n_sat = mask_threshold(raw_view, level, mask_view, sat_bit) if config.do_saturation else 0
-        n_sus = (
-            mask_threshold(raw_view, amp.suspect_level, mask_view, suspect_bit) if config.do_suspect else 0
-        )
-        data_flagged = (mask_view & (sat_bit | suspect_bit)) != 0 if (n_sat or n_sus) else None
-        if data_flagged is not None and data_flagged.all():
-            amp_bad = True
-        info.update(n_sat_raw=n_sat, n_suspect=n_sus, bad_amp=amp_bad)
-        model: float | np.ndarray = 0.0
+        if not amp_bad and raw_view.size:
+            lowest = float(raw_view.min())
+            all_sat = config.do_saturation and math.isfinite(level) and lowest >= level
+            all_sus = config.do_suspect and lowest >= amp.suspect_level
+            amp_bad = bool(all_sat or all_sus)
+        info["bad_amp"] = amp_bad
+        model = np.zeros(source.height, dtype=np.float64)
         if config.do_overscan and not amp_bad:
             obox = overscan_box(amp, config.overscan)
             if obox.is_empty():
@@ -357,51 +392,18 @@ def run_isr(
                     overscan_residual_median=result.residual_median,
                     overscan_residual_sigma=result.residual_sigma,
                 )
-                model = result.model
-                if isinstance(model, np.ndarray):
-                    # one value per overscan row; the source rows start at source.y0
-                    rows = np.arange(source.y0, source.y1 + 1)
-                    model = np.interp(rows, np.arange(obox.y0, obox.y1 + 1), model)
-        place_amp(raw, amp, image, out_box, model, source=source, target=target)
+                # one value per overscan row, mapped onto the source rows
+                rows = np.arange(source.y0, source.y1 + 1)
+                model = np.interp(rows, np.arange(obox.y0, obox.y1 + 1), result.row_model(obox.height))
+        models[amp.name] = model
         if amp_bad:
-            mask_view |= bad_bit
+            mask[target.slices(out_box)] |= bad_bit
             log.info("%s amp %s is bad (defect or fully saturated)", detector.name, amp.name)
         amp_meta[amp.name] = info
     steps += ["convert", "saturation" if config.do_saturation else "", "overscan" if config.do_overscan else ""]
     if config.do_assemble_ccd:
         steps.append("assemble")
-
-    # -- step 5: bias ---------------------------------------------------------------------
-    if config.do_bias:
-        assert bias is not None
-        _scaled_subtract(
-            image, variance, mask, bias.image, bias.variance, _conformed(bias, planes), 1.0, False
-        )
-        steps.append("bias")
-
-    # -- step 6: variance -----------------------------------------------------------------
-    gains: dict[str, float] = {}
-    amp_boxes = {a.name: (a.bbox if config.do_assemble_ccd else a.raw_bbox) for a in detector.amplifiers}
-    if config.do_variance:
-        neg_bit = planes.bitmask(config.negative_variance_mask_name) if config.mask_negative_variance else 0
-        n_neg = 0
-        for amp in detector.amplifiers:
-            g = _gain(amp.gain, amp.name)
-            gains[amp.name] = g
-            sl = amp_boxes[amp.name].slices(out_box)
-            n_neg += _amp_variance(
-                image[sl], variance[sl], mask[sl], 1.0 / g, (amp.read_noise / g) ** 2, np.int32(neg_bit)
-            )
-            amp_meta[amp.name]["read_noise_adu"] = amp.read_noise / g
-        if config.mask_negative_variance:
-            meta["n_negative_variance"] = int(n_neg)
-        steps.append("variance")
-    else:
-        variance.fill(1.0)
-        if config.do_bias and bias is not None:
-            variance += bias.variance
-    # -- step 7: linearity (MegaPrime amps have no linearity type) -------------------------
-    # -- step 8: defects and edges --------------------------------------------------------
+    # -- step 8 (mask part): defects and edges --------------------------------------------
     if config.do_defect:
         meta["n_defect_pixels"] = mask_boxes(mask, out_box, defect_boxes, bad_bit) if config.do_assemble_ccd else 0
         if config.num_edge_suspect > 0:
@@ -410,19 +412,10 @@ def run_isr(
             else:
                 for box in amp_boxes.values():
                     mask_border(mask[box.slices(out_box)], config.num_edge_suspect, suspect_bit)
-        steps.append("defects")
     if config.edge_mask_width > 0:
         mask_border(mask, config.edge_mask_width, planes.bitmask("EDGE"))
-    # -- step 9: NaN masking --------------------------------------------------------------
-    if config.do_nan_masking:
-        nan_bit = mi.add_mask_plane("UNMASKEDNAN")
-        meta["n_unmasked_nan"] = mask_nans(image, variance, mi.mask, 1 << nan_bit)
-        steps.append("nan_masking")
-    # -- step 10: widen saturation trails -------------------------------------------------
-    if config.do_widen_saturation_trails:
-        meta["n_sat_widened"] = widen_saturation_trails(mask, sat_bit)
-        steps.append("widen_saturation_trails")
-    # -- step 11: dark --------------------------------------------------------------------
+    # -- step 11/12 inputs: dark scale, flat scale ----------------------------------------
+    dark_scale = 0.0
     if config.do_dark:
         assert dark is not None
         exp_dt = visit_info.dark_time
@@ -432,25 +425,99 @@ def run_isr(
         if dark_dt is None or not math.isfinite(dark_dt) or dark_dt <= 0:
             log.warning("master dark has no dark time; assuming 1 s")
             dark_dt = 1.0
-        scale = exp_dt / dark_dt
-        _scaled_subtract(image, variance, mask, dark.image, dark.variance, _conformed(dark, planes), scale, True)
-        meta["dark_scale"] = scale
-        steps.append("dark")
-    # -- step 12: fringe and flat ---------------------------------------------------------
-    fringe_needed = config.do_fringe and visit_info.physical_filter in config.fringe_filters
-    if fringe_needed:
+        dark_scale = exp_dt / dark_dt
+        meta["dark_scale"] = dark_scale
+    if config.do_fringe and visit_info.physical_filter in config.fringe_filters:
         raise RuntimeError(f"ISR: fringe correction for {visit_info.physical_filter} is not available")
+    flat_scale = 1.0
     if config.do_flat:
         assert flat is not None
         if config.flat_scaling_type == "USER":
-            fscale = config.flat_user_scale
+            flat_scale = config.flat_user_scale
         else:
             good = gather_good(flat.image, flat.mask, flat.planes.bitmask("BAD"))
-            fscale = float(np.mean(good, dtype=np.float64)) if config.flat_scaling_type == "MEAN" else float(
+            flat_scale = float(np.mean(good, dtype=np.float64)) if config.flat_scaling_type == "MEAN" else float(
                 quantiles(good, (0.5,))[0]
             )
-        _divide_flat(image, variance, mask, flat.image, flat.variance, _conformed(flat, planes), float(fscale))
-        meta["flat_scale"] = fscale
+        meta["flat_scale"] = flat_scale
+    # -- steps 2, 4-7, 9, 11, 12 fused per amp -------------------------------------------
+    nan_bit = (1 << mi.add_mask_plane("UNMASKEDNAN")) if config.do_nan_masking else 0
+    neg_bit = planes.bitmask(config.negative_variance_mask_name) if config.mask_negative_variance else 0
+    empty_f = np.zeros((1, 1), dtype=np.float32)
+    empty_m = np.zeros((1, 1), dtype=np.int32)
+    cal_planes = {
+        "bias": (bias, config.do_bias),
+        "dark": (dark, config.do_dark),
+        "flat": (flat, config.do_flat),
+    }
+    conformed = {k: _conformed(c, planes) if (on and c is not None) else None for k, (c, on) in cal_planes.items()}
+    gains: dict[str, float] = {}
+    counts = np.zeros(3, dtype=np.int64)
+    for amp in detector.amplifiers:
+        target = amp_boxes[amp.name]
+        source = amp.raw_data_bbox if config.do_assemble_ccd else target
+        sl = target.slices(out_box)
+        g = _gain(amp.gain, amp.name)
+        gains[amp.name] = g
+        amp_meta[amp.name]["read_noise_adu"] = amp.read_noise / g
+
+        def part(name: str, plane: str) -> np.ndarray:
+            calib = cal_planes[name][0]
+            if conformed[name] is None or calib is None:
+                return empty_m if plane == "mask" else empty_f
+            if plane == "mask":
+                return conformed[name][sl]  # type: ignore[index]
+            return getattr(calib, plane)[sl]
+
+        counts += _fused_amp(
+            raw[source.slices(rbox)],
+            models[amp.name],
+            image[sl],
+            variance[sl],
+            mask[sl],
+            levels[amp.name] if config.do_saturation else math.inf,
+            amp.suspect_level if config.do_suspect else math.inf,
+            np.int32(sat_bit),
+            np.int32(suspect_bit),
+            config.do_bias,
+            part("bias", "image"),
+            part("bias", "variance"),
+            part("bias", "mask"),
+            config.do_variance,
+            1.0 / g,
+            (amp.read_noise / g) ** 2,
+            np.int32(neg_bit),
+            np.int32(nan_bit),
+            config.do_dark,
+            part("dark", "image"),
+            part("dark", "variance"),
+            part("dark", "mask"),
+            float(dark_scale),
+            config.do_flat,
+            part("flat", "image"),
+            part("flat", "variance"),
+            part("flat", "mask"),
+            float(flat_scale),
+        )
+    meta["n_sat_raw"] = int(counts[0])
+    if config.do_bias:
+        steps.append("bias")
+    if config.do_variance:
+        steps.append("variance")
+        if config.mask_negative_variance:
+            meta["n_negative_variance"] = int(counts[1])
+    if config.do_defect:
+        steps.append("defects")
+    if config.do_nan_masking:
+        meta["n_unmasked_nan"] = int(counts[2])
+        steps.append("nan_masking")
+    # -- step 10: widen saturation trails -------------------------------------------------
+    if config.do_widen_saturation_trails:
+        meta["n_sat_widened"] = widen_saturation_trails(mask, sat_bit)
+        steps.append("widen_saturation_trails")
+    if config.do_dark:
+        steps.append("dark")
+    if config.do_flat:
         steps.append("flat")
     # -- step 13: bad regions -------------------------------------------------------------
     interp_planes = tuple(p for p in config.interpolation_planes() if p in mi.planes)
