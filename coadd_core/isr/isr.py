@@ -105,10 +105,16 @@ def _conformed(calib: Exposure, planes: Any) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _fused_amp(
     raw: np.ndarray,
+    raw_x0: int,
+    raw_y0: int,
     model: np.ndarray,
     image: np.ndarray,
     variance: np.ndarray,
     mask: np.ndarray,
+    x0: int,
+    y0: int,
+    width: int,
+    height: int,
     sat_level: float,
     suspect_level: float,
     sat_bit: int,
@@ -135,54 +141,62 @@ def _fused_amp(
 ) -> np.ndarray:
     """ISR steps 2, 4-7, 9, 11 and 12 of one amp, pixel by pixel, in the §2.1 order.
 
-    raw (data section) -> float32 minus the per-row overscan model; SAT/SUSPECT from the
-    raw value; minus bias (masks OR; its variance is superseded by the variance step);
-    var = image/gain + (rn/gain)^2, <= 0 -> ``neg_bit``; non-finite with no mask bit ->
-    ``nan_bit``; minus ``dark_scale`` x dark (variance += scale^2 Vdark); divided by
-    ``flat_scale`` x flat with the flat variance propagated. Returns counts of
-    (SAT, negative variance, unmasked NaN) pixels.
+    The amp's data section (``height`` x ``width`` from raw (raw_x0, raw_y0)) goes to
+    the output box at (x0, y0) of the whole-CCD arrays: float32 minus the per-row
+    overscan model; SAT/SUSPECT from the raw value; minus bias (masks OR; its variance
+    is superseded by the variance step); var = image/gain + (rn/gain)^2, <= 0 ->
+    ``neg_bit``; non-finite with no mask bit -> ``nan_bit``; minus ``dark_scale`` x dark
+    (variance += scale^2 Vdark); divided by ``flat_scale`` x flat with the flat variance
+    propagated. Loop-invariant switches and branch-free masks let the inner loop
+    vectorise over whole-CCD (contiguous) arrays. Returns counts of (SAT, negative
+    variance, unmasked NaN) pixels.
     """
-    ny, nx = image.shape
-    s2 = dark_scale * dark_scale
-    f2 = flat_scale * flat_scale
+    s2 = np.float32(dark_scale * dark_scale)
+    ds = np.float32(dark_scale)
+    f2 = np.float32(flat_scale * flat_scale)
+    fs = np.float32(flat_scale)
+    ig = np.float32(inv_gain)
+    r2 = np.float32(rn2)
+    one = np.float32(1.0)
     n_sat = 0
     n_neg = 0
     n_nan = 0
-    for j in range(ny):
-        level = model[j]
-        for i in range(nx):
-            r = raw[j, i]
-            m = mask[j, i]
-            if r >= sat_level:
-                m |= sat_bit
-                n_sat += 1
-            if r >= suspect_level:
-                m |= suspect_bit
-            x = np.float32(np.float32(r) - np.float32(level))
+    for jj in range(height):
+        j = y0 + jj
+        rj = raw_y0 + jj
+        level = np.float32(model[jj])
+        for ii in range(width):
+            i = x0 + ii
+            r = raw[rj, raw_x0 + ii]
+            rf = np.float32(r)
+            is_sat = rf >= sat_level
+            m = mask[j, i] | (sat_bit * is_sat) | (suspect_bit * (rf >= suspect_level))
+            n_sat += is_sat
+            x = rf - level
             if do_bias:
-                x = np.float32(x - bias[j, i])
+                x = x - bias[j, i]
                 m |= bias_mask[j, i]
             if do_variance:
-                v = np.float32(x * inv_gain + rn2)
-                if neg_bit != 0 and v <= 0:
-                    m |= neg_bit
-                    n_neg += 1
+                v = x * ig + r2
+                neg = v <= 0
+                m |= neg_bit * neg
+                n_neg += neg
+            elif do_bias:
+                v = one + bias_var[j, i]
             else:
-                v = np.float32(1.0)
-                if do_bias:
-                    v = np.float32(v + bias_var[j, i])
-            if nan_bit != 0 and m == 0 and not (math.isfinite(x) and math.isfinite(v)):
-                m |= nan_bit
-                n_nan += 1
+                v = one
+            bad = (m == 0) & ~(np.isfinite(x) & np.isfinite(v)) & (nan_bit != 0)
+            m |= nan_bit * bad
+            n_nan += bad
             if do_dark:
-                x = np.float32(x - dark_scale * dark[j, i])
-                v = np.float32(v + s2 * dark_var[j, i])
+                x = x - ds * dark[j, i]
+                v = v + s2 * dark_var[j, i]
                 m |= dark_mask[j, i]
             if do_flat:
-                inv = 1.0 / (flat_scale * flat[j, i])
+                inv = one / (fs * flat[j, i])
                 q = x * inv
-                v = np.float32((v + f2 * flat_var[j, i] * q * q) * (inv * inv))
-                x = np.float32(q)
+                v = (v + f2 * flat_var[j, i] * q * q) * (inv * inv)
+                x = q
                 m |= flat_mask[j, i]
             image[j, i] = x
             variance[j, i] = v
@@ -453,10 +467,10 @@ def run_isr(
     conformed = {k: _conformed(c, planes) if (on and c is not None) else None for k, (c, on) in cal_planes.items()}
     gains: dict[str, float] = {}
     counts = np.zeros(3, dtype=np.int64)
+    raw = np.ascontiguousarray(raw)
     for amp in detector.amplifiers:
         target = amp_boxes[amp.name]
         source = amp.raw_data_bbox if config.do_assemble_ccd else target
-        sl = target.slices(out_box)
         g = _gain(amp.gain, amp.name)
         gains[amp.name] = g
         amp_meta[amp.name]["read_noise_adu"] = amp.read_noise / g
@@ -466,15 +480,21 @@ def run_isr(
             if conformed[name] is None or calib is None:
                 return empty_m if plane == "mask" else empty_f
             if plane == "mask":
-                return conformed[name][sl]  # type: ignore[index]
-            return getattr(calib, plane)[sl]
+                return np.ascontiguousarray(conformed[name])
+            return np.ascontiguousarray(getattr(calib, plane))
 
         counts += _fused_amp(
-            raw[source.slices(rbox)],
+            raw,
+            source.x0 - rbox.x0,
+            source.y0 - rbox.y0,
             models[amp.name],
-            image[sl],
-            variance[sl],
-            mask[sl],
+            image,
+            variance,
+            mask,
+            target.x0 - out_box.x0,
+            target.y0 - out_box.y0,
+            target.width,
+            target.height,
             levels[amp.name] if config.do_saturation else math.inf,
             amp.suspect_level if config.do_suspect else math.inf,
             np.int32(sat_bit),
