@@ -369,6 +369,47 @@ def _cmd_query_data_ids(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a pipeline stage over a data query (calibs, isr, ...)",
+        description=(
+            "Run one pipeline stage as a Prefect flow. Outputs go to the RUN OUTPUT/run, and "
+            "OUTPUT becomes a CHAINED collection of that run and the inputs, so the next stage can "
+            "read everything through -i OUTPUT. Existing outputs are skipped unless --clobber."
+        ),
+    )
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    c = stages.add_parser(
+        "calibs",
+        help="master bias, dark and flat per detector, certified into a CALIBRATION collection",
+        description=(
+            "Combine the bias, dark and flat raws (found by OBSTYPE) of every detector into master "
+            "calibrations (ISR to each calibration's level, clipped mean; dark per second of dark "
+            "time; flat normalised to a mean of 1 per detector) and certify them into OUTPUT, a "
+            "CALIBRATION collection, valid for all times."
+        ),
+    )
+    cli_common.add_run_arguments(c)
+    c.set_defaults(func=_cmd_run_calibs)
+
+
+def _finish_stage(result: dict) -> int:
+    print(result["summary"])
+    for label, message in result["failed"]:
+        print(f"  failed: {label}: {message}")
+    return EXIT_ERROR if result["failed"] else 0
+
+
+def _cmd_run_calibs(args: argparse.Namespace) -> int:
+    from flows.calibs import run_calibs
+
+    result = run_calibs(
+        args.repo, args.inputs, args.output, where=args.data_query, clobber=args.clobber, task_runner=args.task_runner
+    )
+    return _finish_stage(result)
+
+
 def _add_check_query(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check-query",
@@ -394,6 +435,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_repo,
     _add_ingest,
     _add_query,
+    _add_run,
     _add_camera,
     _add_skymap,
     _add_check_query,
