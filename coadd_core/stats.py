@@ -6,7 +6,8 @@ The same rules serve coadd assembly, calibration combination and weight estimati
 * good set ``S0``: finite values whose mask has no ``and_mask`` bit;
 * MEAN: weighted mean, weighted sample variance
   ``[sum w (x-mu)^2 / sum w] * (sum w)^2 / ((sum w)^2 - sum w^2)``;
-* MEDIAN: unweighted, numpy-``linear`` quantile;
+* MEDIAN: unweighted, numpy-``linear`` quantile, variance ``pi/2`` times that of the
+  mean (from the inputs, or ``sigma^2 / n`` from the sample);
 * MEANCLIP: iteration 0 keeps ``|x - median| <= k * 0.7413 * IQR``; each later iteration
   keeps ``|x - mu| <= k * sigma`` of the previous iteration, always selecting from the
   *full* good set; ``num_iter`` iterations in all;
@@ -358,7 +359,10 @@ def _stack_rows(
             else:
                 if stat == 1:
                     value = median[x]
-                    var = 0.5 * math.pi * svar[x] / n
+                    if calc_err:
+                        var = 0.5 * math.pi * swwv[x] / (sw[x] * sw[x])
+                    else:
+                        var = 0.5 * math.pi * svar[x] / n
                 else:
                     value = mu[x]
                     n_clip = n - used[x]

@@ -58,7 +58,10 @@ def reference_pixel(
         if cfg.statistic == "MEDIAN":
             value = float(np.percentile(xs, 50))
             _, sv = _weighted_moments(xs, ws)
-            var = math.pi / 2 * sv / n
+            if cfg.calc_error_from_input_variance:
+                var = math.pi / 2 * float((ws**2 * vs).sum() / ws.sum() ** 2)
+            else:
+                var = math.pi / 2 * sv / n
             n_clip = 0
         else:
             sel = np.ones(n, dtype=bool)

@@ -1,0 +1,278 @@
+"""Coadd assembly configurations (LSST ``AssembleCoaddConfig`` and its CompareWarp/SafeClip
+variants), as frozen pydantic models carrying the LSST defaults (ALGORITHMS.md §6.2,
+§7.1, §8)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..detection import DetectionConfig
+
+__all__ = [
+    "AssembleCoaddConfig",
+    "CompareWarpConfig",
+    "SafeClipConfig",
+    "ScaleVarianceConfig",
+    "StaticSkyModelConfig",
+    "default_artifact_detection",
+    "default_safe_clip_detection",
+    "default_template_detection",
+]
+
+#: Statistics the stacker can compute.
+Statistic = Literal["MEAN", "MEDIAN", "MEANCLIP"]
+#: Statistics LSST accepts together with doInterp.
+_INTERP_STATISTICS = {"MEAN", "MEDIAN", "MEANCLIP", "VARIANCE", "VARIANCECLIP"}
+
+
+class AssembleCoaddConfig(BaseModel):
+    """Plain coadd of warps (LSST ``AssembleCoaddConfig``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    warp_type: Literal["direct", "psfMatched"] = Field(
+        "direct", description="Kind of warp to coadd; LSST warpType, default 'direct'."
+    )
+    subregion_size: tuple[int, int] = Field(
+        (2000, 2000), description="Largest (width, height) stacked at once; LSST subregionSize."
+    )
+    max_stack_bytes: int = Field(
+        64 * 2**20,
+        gt=0,
+        description="Memory for one sub-region's input stack; shrinks sub-regions as warps grow (no LSST field).",
+    )
+    statistic: Statistic = Field("MEANCLIP", description="Per-pixel stacking statistic; LSST statistic.")
+    sigma_clip: float = Field(3.0, gt=0, description="MEANCLIP clip in sigma (also weights); LSST sigmaClip, 3.0.")
+    clip_iter: int = Field(2, ge=1, description="MEANCLIP iterations (also weights); LSST clipIter, 2.")
+    calc_error_from_input_variance: bool = Field(
+        True, description="Coadd variance from input variances; LSST calcErrorFromInputVariance, True."
+    )
+    do_online_for_mean: bool = Field(
+        False, description="Running-sum MEAN (same result here); LSST doOnlineForMean, False."
+    )
+    do_interp: bool = Field(True, description="Interpolate over NO_DATA pixels; LSST doInterp, True.")
+    do_n_image: bool = Field(False, description="Make the uint16 input-count image; LSST doNImage, False.")
+    mask_propagation_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"SAT": 0.1},
+        description="Plane -> rejected weight fraction above which it is set; LSST maskPropagationThresholds.",
+    )
+    remove_mask_planes: tuple[str, ...] = Field(
+        ("NOT_DEBLENDED",), description="Planes cleared on the inputs before stacking; LSST removeMaskPlanes."
+    )
+    bad_mask_planes: tuple[str, ...] = Field(
+        ("NO_DATA", "BAD", "SAT", "EDGE"), description="Planes that exclude an input pixel; LSST badMaskPlanes."
+    )
+    do_mask_bright_objects: bool = Field(
+        False, description="Mask bright-object regions; LSST doMaskBrightObjects, False."
+    )
+    bright_object_mask_name: str = Field(
+        "BRIGHT_OBJECT", description="Plane for bright-object regions; LSST brightObjectMaskName."
+    )
+    coadd_psf_warping_kernel_name: Literal["lanczos3", "lanczos4", "lanczos5"] = Field(
+        "lanczos3", description="Kernel warping input PSFs into the coadd PSF; LSST coaddPsf.warpingKernelName."
+    )
+    coadd_psf_cache_size: int = Field(0, ge=0, description="Coadd PSF kernel cache; LSST coaddPsf.cacheSize, 0.")
+    do_select_visits: bool = Field(False, description="Use a visit selection; LSST doSelectVisits, False.")
+    do_input_map: bool = Field(False, description="Make the HEALPix input map; LSST doInputMap, False.")
+    do_attach_transmission_curve: bool = Field(
+        False, description="Attach a transmission curve; LSST doAttachTransmissionCurve, False."
+    )
+    do_scale_zero_point: bool = Field(
+        False, description="Rescale warps to a zero point (deprecated); LSST doScaleZeroPoint, False."
+    )
+    do_write: bool = Field(True, description="Persist the coadd; LSST doWrite, True.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AssembleCoaddConfig":
+        if self.do_interp and self.statistic not in _INTERP_STATISTICS:
+            raise ValueError(f"doInterp is not supported with statistic {self.statistic}")
+        if min(self.subregion_size) <= 0:
+            raise ValueError(f"subregion_size must be positive, got {self.subregion_size}")
+        return self
+
+
+class StaticSkyModelConfig(AssembleCoaddConfig):
+    """The PSF-matched template coadd of CompareWarp (LSST ``assembleStaticSkyModel``)."""
+
+    warp_type: Literal["direct", "psfMatched"] = Field(
+        "psfMatched", description="Template is built from PSF-matched warps; LSST warpType."
+    )
+    statistic: Statistic = Field("MEANCLIP", description="Clipped mean template; LSST statistic 'MEANCLIP'.")
+    sigma_clip: float = Field(2.5, gt=0, description="Template clip in sigma; LSST sigmaClip, 2.5.")
+    clip_iter: int = Field(3, ge=1, description="Template clip iterations; LSST clipIter, 3.")
+    bad_mask_planes: tuple[str, ...] = Field(
+        ("NO_DATA",), description="Only NO_DATA excludes inputs of the template; LSST badMaskPlanes."
+    )
+    do_write: bool = Field(False, description="Persist the template coadd; LSST doWrite, False.")
+
+    @model_validator(mode="after")
+    def _check_n_image(self) -> "StaticSkyModelConfig":
+        if self.do_n_image:
+            raise ValueError("assembleStaticSkyModel.doNImage must be False")
+        return self
+
+
+def default_artifact_detection() -> DetectionConfig:
+    """CompareWarp ``detect`` on warp differences (§7.1)."""
+    return DetectionConfig(
+        threshold_type="pixel_stdev",
+        threshold_value=7.5,
+        polarity="both",
+        min_pixels=4,
+        n_sigma_to_grow=0.4,
+        isotropic_grow=True,
+        do_smooth=False,
+        do_temp_local_background=False,
+        reestimate_background=False,
+    )
+
+
+def default_template_detection() -> DetectionConfig:
+    """CompareWarp ``detectTemplate`` on the template (§7.1)."""
+    from ..background import BackgroundConfig
+
+    return DetectionConfig(
+        threshold_type="pixel_stdev",
+        threshold_value=300.0,
+        polarity="positive",
+        min_pixels=1,
+        n_sigma_to_grow=2.4,
+        do_smooth=True,
+        do_temp_local_background=True,
+        temp_local_bin_size=64,
+        reestimate_background=True,
+        background=BackgroundConfig(use_approx=False),
+    )
+
+
+def default_safe_clip_detection() -> DetectionConfig:
+    """SafeClip ``clipDetection`` on the clipped/unclipped difference (§8)."""
+    return DetectionConfig(
+        threshold_type="pixel_stdev",
+        threshold_value=2.0,
+        polarity="both",
+        min_pixels=4,
+        n_sigma_to_grow=2.0,
+        isotropic_grow=True,
+        do_smooth=True,
+        do_temp_local_background=False,
+        reestimate_background=False,
+    )
+
+
+class ScaleVarianceConfig(BaseModel):
+    """Empirical rescaling of a warp's variance plane (LSST ``ScaleVarianceConfig``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bin_size: int = Field(32, gt=0, description="Temporary background cell size; LSST background.binSize, 32.")
+    mask_planes: tuple[str, ...] = Field(
+        ("DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT", "NO_DATA", "INTRP"),
+        description="Pixels ignored when measuring the noise; LSST maskPlanes.",
+    )
+    limit: float = Field(10.0, gt=0, description="Largest acceptable factor; LSST limit, 10.0.")
+
+
+class CompareWarpConfig(AssembleCoaddConfig):
+    """Artifact rejection by comparing PSF-matched warps with a template (LSST
+    ``CompareWarpAssembleCoaddConfig``)."""
+
+    statistic: Statistic = Field("MEAN", description="Final stacking statistic; LSST statistic 'MEAN'.")
+    bad_mask_planes: tuple[str, ...] = Field(
+        ("NO_DATA", "BAD", "SAT"), description="EDGE is not bad here; LSST badMaskPlanes (CLIPPED added at run)."
+    )
+    remove_mask_planes: tuple[str, ...] = Field(
+        ("NOT_DEBLENDED", "EDGE"), description="Planes cleared on the inputs; LSST removeMaskPlanes."
+    )
+    assemble_static_sky_model: StaticSkyModelConfig = Field(
+        default_factory=StaticSkyModelConfig, description="Template coadd; LSST assembleStaticSkyModel."
+    )
+    detect: DetectionConfig = Field(
+        default_factory=default_artifact_detection, description="Detection on warp - template; LSST detect."
+    )
+    detect_template: DetectionConfig = Field(
+        default_factory=default_template_detection, description="Detection on the template; LSST detectTemplate."
+    )
+    max_detect_template_iter: int = Field(
+        10, ge=1, description="Attempts of template detection; LSST maxNumDetectTemplateIter (10)."
+    )
+    detect_template_multiplier: float = Field(
+        1.25, gt=1, description="Threshold factor per failed attempt; LSST detectTemplate retry multiplier 1.25."
+    )
+    max_num_epochs: int = Field(2, ge=0, description="Epochs an artifact may appear in; LSST maxNumEpochs, 2.")
+    max_fraction_epochs_low: float = Field(
+        0.4, ge=0, lt=1, description="Effective max epochs fraction at low N; LSST maxFractionEpochsLow, 0.4."
+    )
+    max_fraction_epochs_high: float = Field(
+        0.03, ge=0, lt=1, description="Effective max epochs fraction at high N; LSST maxFractionEpochsHigh, 0.03."
+    )
+    spatial_threshold: float = Field(
+        0.5, ge=0, le=1, description="Fraction of footprint pixels meeting the temporal test; LSST spatialThreshold."
+    )
+    do_scale_warp_variance: bool = Field(
+        True, description="Rescale PSF-matched warp variances empirically; LSST doScaleWarpVariance, True."
+    )
+    scale_warp_variance: ScaleVarianceConfig = Field(
+        default_factory=ScaleVarianceConfig, description="Variance rescaling; LSST scaleWarpVariance."
+    )
+    do_preserve_contained_by_source: bool = Field(
+        True, description="Keep candidates inside template footprints; LSST doPreserveContainedBySource, True."
+    )
+    do_prefilter_artifacts: bool = Field(
+        True, description="Drop candidates mostly on bad pixels; LSST doPrefilterArtifacts, True."
+    )
+    prefilter_artifacts_mask_planes: tuple[str, ...] = Field(
+        ("NO_DATA", "BAD", "SUSPECT"), description="Bad planes for the prefilter; LSST prefilterArtifactsMaskPlanes."
+    )
+    prefilter_artifacts_ratio: float = Field(
+        0.05, ge=0, description="Keep candidates with more good pixels than this; LSST prefilterArtifactsRatio."
+    )
+    do_filter_morphological: bool = Field(
+        False, description="Streak (line) filter on the differences; LSST doFilterMorphological, False."
+    )
+    streak_mask_name: str = Field("STREAK", description="Plane of detected streaks; LSST streakMaskName.")
+    grow_streak_fp: float = Field(5.0, description="Streak growth in PSF sigma; LSST growStreakFp, 5.")
+    do_write_artifact_masks: bool = Field(
+        False, description="Persist per-visit artifact masks; LSST doWriteArtifactMasks, False."
+    )
+
+    @model_validator(mode="after")
+    def _check_template(self) -> "CompareWarpConfig":
+        if self.assemble_static_sky_model.do_write and self.assemble_static_sky_model.warp_type == self.warp_type:
+            raise ValueError("the template cannot be written with the same warp type as the coadd")
+        return self
+
+
+class SafeClipConfig(AssembleCoaddConfig):
+    """Legacy artifact rejection from a clipped/unclipped coadd difference (LSST
+    ``SafeClipAssembleCoaddConfig``)."""
+
+    statistic: Statistic = Field("MEAN", description="Final statistic, must be MEAN; LSST statistic.")
+    sigma_clip: float = Field(1.5, gt=0, description="Clip of the clipped coadd; LSST sigmaClip, 1.5.")
+    clip_iter: int = Field(3, ge=1, description="Iterations of the clipped coadd; LSST clipIter, 3.")
+    clip_detection: DetectionConfig = Field(
+        default_factory=default_safe_clip_detection, description="Detection on the difference; LSST clipDetection."
+    )
+    min_clip_foot_overlap: float = Field(
+        0.6, description="Overlap to clip the one warp among several; LSST minClipFootOverlap, 0.6."
+    )
+    min_clip_foot_overlap_single: float = Field(
+        0.5, description="Overlap to clip a single candidate warp; LSST minClipFootOverlapSingle, 0.5."
+    )
+    min_clip_foot_overlap_double: float = Field(
+        0.45, description="Overlap to clip two warps; LSST minClipFootOverlapDouble, 0.45."
+    )
+    max_clip_foot_overlap_double: float = Field(
+        0.15, description="Largest overlap of the other warps when clipping two; LSST maxClipFootOverlapDouble."
+    )
+    min_big_overlap: int = Field(
+        100, description="Pixels of clipped area that make a whole warp footprint clipped; LSST minBigOverlap."
+    )
+
+    @model_validator(mode="after")
+    def _check_statistic(self) -> "SafeClipConfig":
+        if self.statistic != "MEAN":
+            raise ValueError(f"SafeClip requires statistic MEAN, got {self.statistic}")
+        return self
