@@ -392,6 +392,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     cli_common.add_run_arguments(c)
     c.set_defaults(func=_cmd_run_calibs)
+    i = stages.add_parser(
+        "isr",
+        help="raw science CCDs to calexps: ISR, background, cosmic rays, PSF, photometric calibration",
+        description=(
+            "One task per exposure-detector: ISR with the master calibrations found in the inputs "
+            "(by detector, filter and date), then characterize (background model saved as "
+            "calexpBackground and subtracted, cosmic rays, PSF from bright isolated stars, zero point "
+            "from the reference catalog). With no -d, every science exposure-detector found."
+        ),
+    )
+    cli_common.add_run_arguments(i)
+    i.add_argument("--refcat", default=None, help="reference catalog name (default: the only one ingested)")
+    i.add_argument("--save-post-isr", action="store_true", help="also write postISRCCD datasets")
+    i.set_defaults(func=_cmd_run_isr)
 
 
 def _finish_stage(result: dict) -> int:
@@ -408,6 +422,54 @@ def _cmd_run_calibs(args: argparse.Namespace) -> int:
         args.repo, args.inputs, args.output, where=args.data_query, clobber=args.clobber, task_runner=args.task_runner
     )
     return _finish_stage(result)
+
+
+def _cmd_run_isr(args: argparse.Namespace) -> int:
+    from flows.isr import run_isr_stage
+
+    result = run_isr_stage(
+        args.repo, args.inputs, args.output, where=args.data_query, clobber=args.clobber,
+        refcat=args.refcat, save_post_isr=args.save_post_isr, task_runner=args.task_runner,
+    )
+    return _finish_stage(result)
+
+
+def _add_ingest_refcat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest-refcat",
+        help="ingest a reference catalog (CSV or FITS: ra, dec, <band>_mag[, <band>_mag_err])",
+        description=(
+            "Store a photometric reference catalog in the repository (RUN refcats/NAME). Columns: "
+            "ra, dec in degrees and <band>_mag AB magnitudes with optional <band>_mag_err; other "
+            "names can be given with the options. Ingesting again under the same name replaces it."
+        ),
+    )
+    cli_common.add_repo_argument(p)
+    p.add_argument("file", metavar="FILE", help="CSV, ECSV or FITS table")
+    p.add_argument("--name", default=None, help="catalog name (default: the file name without extension)")
+    p.add_argument("--ra-column", default=None, help="RA column (default: ra)")
+    p.add_argument("--dec-column", default=None, help="Dec column (default: dec)")
+    p.add_argument("--mag-column", default=None, help="magnitude column template (default: {band}_mag)")
+    p.add_argument("--mag-err-column", default=None, help="magnitude error template (default: {band}_mag_err)")
+    p.set_defaults(func=_cmd_ingest_refcat)
+
+
+def _cmd_ingest_refcat(args: argparse.Namespace) -> int:
+    import os
+
+    from flows.isr import ingest_refcat
+    from registry.butler import Butler
+
+    name = args.name or os.path.basename(args.file).split(".")[0]
+    with Butler.open(args.repo) as butler:
+        ref = ingest_refcat(
+            butler, args.file, name, ra=args.ra_column, dec=args.dec_column, mag=args.mag_column,
+            mag_err=args.mag_err_column,
+        )
+        table = butler.get(ref)
+    bands = sorted(c[: -len("_mag")] for c in table.colnames if c.endswith("_mag"))
+    print(f"reference catalog {name!r}: {len(table)} sources, bands {', '.join(bands)} ({ref.run})")
+    return 0
 
 
 def _add_check_query(sub: argparse._SubParsersAction) -> None:
@@ -434,6 +496,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_simulate,
     _add_repo,
     _add_ingest,
+    _add_ingest_refcat,
     _add_query,
     _add_run,
     _add_camera,

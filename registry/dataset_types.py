@@ -18,6 +18,7 @@ STANDARD_DATASET_TYPES: tuple[DatasetType, ...] = (
     DatasetType("calexp", _VISIT, "Exposure"),
     DatasetType("calexpBackground", _VISIT, "StructuredData"),
     DatasetType("skyMap", ("skymap",), "SkyMap"),
+    DatasetType("refcat", (), "Table"),
     DatasetType("deepCoadd_directWarp", _WARP, "Exposure"),
     DatasetType("deepCoadd_psfMatchedWarp", _WARP, "Exposure"),
     DatasetType("deepCoadd_templateCoadd", _COADD, "Exposure"),
