@@ -583,7 +583,7 @@ def meanclip(
             continue
         xs, ws = x[keep], w[keep]
         sw = ws.sum()
-        mu = float((ws * xs).sum() / sw)
+        mu = float(centre + (ws * (xs - centre)).sum() / sw)
         denom = sw * sw - (ws * ws).sum()
         s2 = float((ws * (xs - mu) ** 2).sum())
         sample_var = (s2 / sw) * sw * sw / denom if denom > 0 else math.nan

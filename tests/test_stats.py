@@ -33,9 +33,11 @@ SENSOR_EDGE = bitmask("SENSOR_EDGE")
 # --------------------------------------------------------------------------------------
 
 
-def _weighted_moments(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+def _weighted_moments(x: np.ndarray, w: np.ndarray, centre: float = 0.0) -> tuple[float, float]:
+    """Weighted mean (as deviations from ``centre``, exact for equal values) and the
+    weighted sample variance."""
     sw = w.sum()
-    mu = float((w * x).sum() / sw)
+    mu = float(centre + (w * (x - centre)).sum() / sw)
     denom = sw * sw - (w * w).sum()
     var = float((w * (x - mu) ** 2).sum() / sw * sw * sw / denom) if denom > 0 else math.nan
     return mu, var
@@ -79,13 +81,13 @@ def reference_pixel(
                     if sel.sum() == 0:
                         mu = sv = math.nan
                     else:
-                        mu, sv = _weighted_moments(xs[sel], ws[sel])
+                        mu, sv = _weighted_moments(xs[sel], ws[sel], centre)
             used = int(sel.sum())
             n_clip = n - used
             if used == 0:
                 value = var = math.nan
             else:
-                value, sv = _weighted_moments(xs[sel], ws[sel])
+                value, sv = _weighted_moments(xs[sel], ws[sel], centre if cfg.statistic == "MEANCLIP" else 0.0)
                 sw = ws[sel].sum()
                 if cfg.calc_error_from_input_variance:
                     var = float((ws[sel] ** 2 * vs[sel]).sum() / sw**2)
