@@ -148,3 +148,12 @@ def test_full_ccd_is_fast() -> None:
     assert n == 4612 + 1000
     # a vectorised pass over 9.4 Mpx; generous for a loaded machine
     assert elapsed < 0.5, elapsed
+
+
+@pytest.mark.parametrize("module", ["coadd_core.interpolate", "coadd_core.calib", "coadd_core.isr"])
+def test_imports_on_their_own(module: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

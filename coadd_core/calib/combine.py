@@ -29,7 +29,8 @@ from coadd_core.calib._stats import gather_good, quantiles
 from coadd_core.exposure import Exposure
 from coadd_core.geom import Box
 from coadd_core.image import MaskedImage
-from coadd_core.interpolate import interpolate_over
+# a module reference: coadd_core.interpolate imports this package's kernels in turn
+import coadd_core.interpolate as interpolation
 from coadd_core.masks import MaskPlanes, remap_mask, standard_planes
 from coadd_core.stats import StackResult, StatsConfig, stack
 
@@ -235,7 +236,7 @@ def combine(
     if n_nan:
         tmp = planes.bitmask("NO_DATA")
         mi.mask[nan] |= tmp
-        interpolate_over(mi, tmp, set_intrp=False)
+        interpolation.interpolate_over(mi, tmp, set_intrp=False)
         mi.mask &= ~np.int32(tmp)
     first = inputs[0]
     visit = first.visit_info.replace(observation_type=calib_type) if first.visit_info is not None else None
