@@ -48,7 +48,8 @@ def make_master(
     label = f"{kind} {data_id}"
     try:
         calibs = {name: worker.get(ref, "Exposure") for name, ref in inputs.items() if ref is not None}
-        config = isr_config_for(kind)  # type: ignore[arg-type]
+        overrides = {"do_dark": "dark" in calibs} if kind == "flat" else {}
+        config = isr_config_for(kind, **overrides)  # type: ignore[arg-type]
         processed = []
         for ref in raw_refs:
             header, data = worker.get(ref, "RawImage")
@@ -107,9 +108,12 @@ def calibs_flow(
                 masters[(kind, key)] = existing
                 skipped += 1
                 continue
-            needs = {"bias": (), "dark": ("bias",), "flat": ("bias", "dark")}[kind]
+            needs = {"bias": (), "dark": ("bias",), "flat": ("bias",)}[kind]
             det_key = tuple(sorted({"instrument": data_id["instrument"], "detector": data_id["detector"]}.items()))
             calib_inputs = {name: masters.get((name, det_key)) for name in needs}
+            if kind == "flat" and masters.get(("dark", det_key)) is not None:
+                # The dark is subtracted from flats when there is one (cp_pipe's flat level).
+                calib_inputs["dark"] = masters[("dark", det_key)]
             missing = [name for name, ref in calib_inputs.items() if ref is None]
             if missing:
                 failures.append(TaskOutcome(f"{kind} {data_id}", (), f"no master {', '.join(missing)} for this detector"))
