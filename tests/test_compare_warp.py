@@ -1,0 +1,371 @@
+"""CompareWarp (ALGORITHMS.md §7; §11 items 8, 9, 10) on synthetic warps with known truth:
+static and variable stars, a satellite trail, a ghost blob and an asteroid."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from coadd_core.assemble import CompareWarpConfig, WarpHandle
+from coadd_core.assemble.alt_masks import spans_to_mask
+from coadd_core.assemble.compare_warp import (
+    ArtifactCandidates,
+    build_template,
+    compare_warp_assemble,
+    effective_max_epochs,
+    filter_artifacts,
+    find_artifacts,
+)
+from coadd_core.assemble.scale_variance import measure_variance_scale
+from coadd_core.detection import DetectionConfig, detect_footprints
+from coadd_core.exposure import Exposure
+from coadd_core.geom import Box
+from coadd_core.image import MaskedImage
+from coadd_core.masks import bitmask
+from coadd_core.photocalib import PhotoCalib
+from coadd_core.psf import SIGMA_TO_FWHM, GaussianPsf
+from coadd_core.visit_info import VisitInfo
+
+NOISE = 10.0
+MODEL_SIGMA = 2.5
+
+
+def tract_wcs() -> WCS:
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [1.0, 1.0]
+    w.wcs.cd = [[-0.2 / 3600, 0.0], [0.0, 0.2 / 3600]]
+    return w
+
+
+WCS0 = tract_wcs()
+
+
+def render_points(box: Box, sources, sigma: float) -> np.ndarray:
+    """Pixel-integrated Gaussian point sources ``(x, y, flux)``."""
+    img = np.zeros(box.shape, np.float64)
+    psf = GaussianPsf(sigma, size=2 * int(math.ceil(6 * sigma)) + 1)
+    for x, y, flux in sources:
+        stamp = psf.compute_image(x, y)
+        inter = stamp.bbox.intersection(box)
+        if inter.is_empty():
+            continue
+        img[inter.slices(box)] += flux * stamp.array[inter.slices(stamp.bbox)]
+    return img
+
+
+def render_trail(box: Box, p0, p1, flux_per_px: float, sigma: float) -> np.ndarray:
+    """A straight trail through p0 and p1 (crossing the box) with a Gaussian profile."""
+    yy, xx = np.mgrid[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1].astype(float)
+    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
+    norm = math.hypot(dx, dy)
+    d = ((xx - p0[0]) * dy - (yy - p0[1]) * dx) / norm
+    return flux_per_px / (math.sqrt(2 * math.pi) * sigma) * np.exp(-0.5 * d * d / sigma**2)
+
+
+def render_blob(box: Box, x, y, peak, sigma) -> np.ndarray:
+    yy, xx = np.mgrid[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1].astype(float)
+    return peak * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sigma**2)
+
+
+def make_exposure(box, image, variance, visit, psf, mask=None) -> Exposure:
+    return Exposure(
+        MaskedImage(image.astype(np.float32), None if mask is None else mask.astype(np.int32),
+                    np.full(box.shape, variance, np.float32), xy0=box.xy0),
+        wcs=WCS0, psf=psf, photo_calib=PhotoCalib(1.0), visit_info=VisitInfo(visit_id=visit, band="r"),
+    )
+
+
+@dataclass
+class Scene:
+    box: Box
+    direct: list[Exposure]
+    psf_matched: list[Exposure]
+    static: list[tuple[float, float, float]]
+    variables: list[tuple[float, float, list[float]]]
+    artifact_pixels: list[np.ndarray]  # per epoch: pixels where an artifact is > 10 sigma
+    direct_sigmas: list[float] = field(default_factory=list)
+
+    def handles(self):
+        return ([WarpHandle.from_exposure(e) for e in self.direct],
+                [WarpHandle.from_exposure(e) for e in self.psf_matched])
+
+    @property
+    def visits(self):
+        return [e.visit_info.visit_id for e in self.direct]
+
+    def star_zone(self, which="all", radius_fwhm=2.0) -> np.ndarray:
+        """Pixels within ``radius_fwhm`` model-PSF FWHM of the stars' centres."""
+        yy, xx = np.mgrid[self.box.y0 : self.box.y1 + 1, self.box.x0 : self.box.x1 + 1]
+        r = radius_fwhm * SIGMA_TO_FWHM * MODEL_SIGMA
+        zone = np.zeros(self.box.shape, bool)
+        stars = []
+        if which in ("all", "static"):
+            stars += [(x, y) for x, y, _ in self.static]
+        if which in ("all", "variable"):
+            stars += [(x, y) for x, y, _ in self.variables]
+        for x, y in stars:
+            zone |= (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+        return zone
+
+
+def build_scene(seed: int = 1, n_epochs: int = 6, size: int = 256, with_artifacts: bool = True,
+                detect_warps: bool = False) -> Scene:
+    rng = np.random.default_rng(seed)
+    box = Box(1000, 2000, 1000 + size - 1, 2000 + size - 1)
+    x0, y0 = box.x0, box.y0
+    static = [(x0 + 40.3, y0 + 40.7, 5e4), (x0 + 120.2, y0 + 30.1, 2e5), (x0 + 200.6, y0 + 60.4, 3e4),
+              (x0 + 60.1, y0 + 200.2, 8e4), (x0 + 215.4, y0 + 215.5, 1.2e5), (x0 + 30.8, y0 + 130.3, 4e4)]
+    variables = [
+        (x0 + 130.5, y0 + 200.3, [6e4, 2.9e4, 5.5e4, 3.0e4, 6e4, 3.5e4][:n_epochs]),
+        (x0 + 210.2, y0 + 130.8, [2.0e4, 4.2e4, 2.1e4, 4.0e4, 2.0e4, 4.1e4][:n_epochs]),
+        (x0 + 95.7, y0 + 140.1, [1.5e4, 1.5e4, 1.5e4, 3.1e4, 1.5e4, 1.5e4][:n_epochs]),
+    ]
+    sigmas = [1.6, 1.8, 2.0, 1.7, 1.9, 2.1, 1.75, 1.85, 1.95, 2.05][:n_epochs]
+    direct, matched, artifact_pixels = [], [], []
+    for e in range(n_epochs):
+        sources = static + [(x, y, f[e]) for x, y, f in variables]
+        art_direct = np.zeros(box.shape)
+        art_matched = np.zeros(box.shape)
+        if with_artifacts:
+            if e == 1:  # satellite trail, clear of the stars
+                p0, p1 = (x0 + 0.0, y0 + 95.0), (x0 + size, y0 + 105.0)
+                art_direct += render_trail(box, p0, p1, 1500.0, sigmas[e])
+                art_matched += render_trail(box, p0, p1, 1500.0, MODEL_SIGMA)
+            if e == 3:  # ghost blob
+                art_direct += render_blob(box, x0 + 170, y0 + 165, 200.0, 9.0)
+                art_matched += render_blob(box, x0 + 170, y0 + 165, 200.0, math.hypot(9.0, MODEL_SIGMA))
+            if e in (0, 2, 4):  # asteroid moving across epochs
+                pos = [(x0 + 150.0 + 12 * e, y0 + 245.0 - 2 * e, 3e4)]
+                art_direct += render_points(box, pos, sigmas[e])
+                art_matched += render_points(box, pos, MODEL_SIGMA)
+        d_img = render_points(box, sources, sigmas[e]) + art_direct + rng.normal(0, NOISE, box.shape)
+        m_img = render_points(box, sources, MODEL_SIGMA) + art_matched + rng.normal(0, NOISE, box.shape)
+        mask = None
+        if detect_warps:
+            mi = MaskedImage(d_img.astype(np.float32), None, np.full(box.shape, NOISE**2, np.float32), xy0=box.xy0)
+            detect_footprints(mi, sigmas[e], DetectionConfig(threshold_value=5.0))
+            mask = mi.mask
+        direct.append(make_exposure(box, d_img, NOISE**2, 100 + e, GaussianPsf(sigmas[e]), mask))
+        matched.append(make_exposure(box, m_img, NOISE**2, 100 + e, GaussianPsf(MODEL_SIGMA)))
+        diff_sigma = NOISE * math.sqrt(1 + 1.0 / n_epochs)
+        artifact_pixels.append(art_matched > 10 * diff_sigma)
+    return Scene(box, direct, matched, static, variables, artifact_pixels, sigmas)
+
+
+def aperture_flux(image: np.ndarray, box: Box, x: float, y: float, r: float = 12.0) -> float:
+    yy, xx = np.mgrid[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1]
+    return float(image[(xx - x) ** 2 + (yy - y) ** 2 <= r * r].sum())
+
+
+def clipped_masks(scene: Scene, alt_masks) -> list[np.ndarray]:
+    out = []
+    for v in scene.visits:
+        alt = alt_masks.get(v)
+        out.append(np.zeros(scene.box.shape, bool) if alt is None else spans_to_mask(alt.clipped, scene.box))
+    return out
+
+
+def artifact_metrics(scene: Scene, coadd: Exposure, clipped: list[np.ndarray]) -> dict[str, float]:
+    """Fraction of artifact pixels clipped in their warp, fraction of them whose coadd
+    residual exceeds 3 sigma, and star-zone pixels clipped (static / variable)."""
+    art = np.zeros(scene.box.shape, bool)
+    n_art = n_clip = 0
+    for e, pix in enumerate(scene.artifact_pixels):
+        n_art += pix.sum()
+        n_clip += (pix & clipped[e]).sum()
+        art |= pix
+    resid = np.abs(coadd.image[art]) / np.sqrt(coadd.variance[art])
+    any_clipped = np.any(clipped, axis=0)
+    return {
+        "artifact_clipped_fraction": n_clip / max(n_art, 1),
+        "artifact_residual_over_3sigma": float((resid > 3).mean()) if art.any() else 0.0,
+        "static_star_pixels_clipped": int((any_clipped & scene.star_zone("static")).sum()),
+        "variable_star_pixels_clipped": int(sum((c & scene.star_zone("variable")).sum() for c in clipped)),
+    }
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return build_scene()
+
+
+@pytest.fixture(scope="module")
+def compare_warp_result(scene):
+    direct, matched = scene.handles()
+    return compare_warp_assemble(direct, matched, scene.box, WCS0, CompareWarpConfig(do_n_image=True))
+
+
+# --------------------------------------------------------------------------------------
+# the synthetic survey
+# --------------------------------------------------------------------------------------
+
+
+def test_artifacts_clipped_and_absent_from_coadd(scene, compare_warp_result):
+    res = compare_warp_result
+    metrics = artifact_metrics(scene, res.coadd, clipped_masks(scene, res.alt_masks))
+    assert metrics["artifact_clipped_fraction"] >= 0.99, metrics
+    assert metrics["artifact_residual_over_3sigma"] <= 0.01, metrics
+    names = res.coadd.planes.names_from_bits
+    trail_pixel = np.argwhere(scene.artifact_pixels[1])[0]
+    assert {"CLIPPED", "INEXACT_PSF"} <= set(names(int(res.coadd.mask[tuple(trail_pixel)])))
+
+
+def test_no_star_is_clipped(scene, compare_warp_result):
+    metrics = artifact_metrics(scene, compare_warp_result.coadd, clipped_masks(scene, compare_warp_result.alt_masks))
+    assert metrics["static_star_pixels_clipped"] == 0, metrics
+    assert metrics["variable_star_pixels_clipped"] == 0, metrics
+    zone = scene.star_zone()
+    assert not np.any(compare_warp_result.coadd.mask[zone] & np.int32(bitmask("CLIPPED")))
+
+
+def test_static_star_photometry(scene, compare_warp_result):
+    coadd = compare_warp_result.coadd
+    for x, y, flux in scene.static:
+        assert aperture_flux(coadd.image, scene.box, x, y) == pytest.approx(flux, rel=0.01)
+
+
+def test_variable_star_flux_is_the_mean(scene, compare_warp_result):
+    coadd = compare_warp_result.coadd
+    for x, y, fluxes in scene.variables:
+        assert aperture_flux(coadd.image, scene.box, x, y) == pytest.approx(np.mean(fluxes), rel=0.02)
+
+
+def test_result_products(scene, compare_warp_result):
+    res = compare_warp_result
+    assert res.template.bbox == scene.box and res.coadd.bbox == scene.box
+    assert res.epoch_count.shape == scene.box.shape and res.epoch_count.max() >= 1
+    assert res.n_image is not None and res.n_image.max() == len(scene.direct)
+    assert set(res.alt_masks) == set(scene.visits)
+    assert res.coadd.psf is not None and res.coadd.psf.sigma == pytest.approx(1.85, abs=0.15)
+    v = res.coadd.variance
+    assert np.all(v > 0) and not np.any(np.isnan(v))
+
+
+# --------------------------------------------------------------------------------------
+# §11 items 8, 9, 10 on small focused data
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, expect", [(2, 0), (3, 1), (5, 2), (10, 2), (50, 3), (100, 5)])
+def test_effective_max_epochs_table(n, expect):
+    assert effective_max_epochs(n, CompareWarpConfig()) == expect
+
+
+SMALL = Box(0, 0, 119, 119)
+
+
+def small_warps(n, rng, extra=None, sigma=MODEL_SIGMA, static=((30.2, 30.7, 4e4),)):
+    """``n`` epochs of PSF-matched-like warps; ``extra(e)`` adds epoch-specific sources."""
+    warps = []
+    for e in range(n):
+        sources = list(static) + (extra(e) if extra else [])
+        img = render_points(SMALL, sources, sigma) + rng.normal(0, NOISE, SMALL.shape)
+        warps.append(make_exposure(SMALL, img, NOISE**2, e + 1, GaussianPsf(sigma)))
+    return warps
+
+
+def run_small(warps):
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    return compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig())
+
+
+TRANSIENT = (80.3, 85.6, 8e3)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_single_epoch_transient_is_clipped(n):
+    rng = np.random.default_rng(20 + n)
+    warps = small_warps(n, rng, extra=lambda e: [TRANSIENT] if e == 1 else [])
+    res = run_small(warps)
+    clipped = spans_to_mask(res.alt_masks[2].clipped, SMALL)
+    x, y = int(round(TRANSIENT[0])), int(round(TRANSIENT[1]))
+    assert clipped[y, x] and clipped[y - 2 : y + 3, x - 2 : x + 3].all()
+    for v in res.alt_masks:
+        if v != 2:
+            assert len(res.alt_masks[v].clipped) == 0
+    others = np.mean([w.image[y, x] for i, w in enumerate(warps) if i != 1])
+    assert res.coadd.image[y, x] == pytest.approx(others, abs=1e-3)
+    names = set(res.coadd.planes.names_from_bits(int(res.coadd.mask[y, x])))
+    assert {"CLIPPED", "INEXACT_PSF"} <= names
+
+
+def test_two_epochs_nothing_clipped():
+    rng = np.random.default_rng(30)
+    res = run_small(small_warps(2, rng, extra=lambda e: [TRANSIENT] if e == 1 else []))
+    assert all(len(a.clipped) == 0 for a in res.alt_masks.values())
+    assert not np.any(res.coadd.mask & np.int32(bitmask("CLIPPED")))
+
+
+def test_source_deviating_in_every_epoch_is_kept():
+    rng = np.random.default_rng(31)
+    flux = lambda e: 2e4 if e % 2 == 0 else 2e3  # noqa: E731
+    warps = small_warps(6, rng, extra=lambda e: [(80.3, 85.6, flux(e))])
+    cfg = CompareWarpConfig(do_preserve_contained_by_source=False)
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    res = compare_warp_assemble(hs, hs, SMALL, WCS0, cfg)
+    assert res.epoch_count[85, 80] == 6
+    assert all(len(a.clipped) == 0 for a in res.alt_masks.values())
+    assert aperture_flux(res.coadd.image, SMALL, 80.3, 85.6) == pytest.approx(np.mean([flux(e) for e in range(6)]),
+                                                                             rel=0.03)
+
+
+def test_bright_static_star_residual_in_one_epoch_is_preserved():
+    rng = np.random.default_rng(32)
+    star = (60.4, 60.2, 3e5)
+    warps = small_warps(5, rng, static=(), extra=lambda e: [(star[0], star[1], star[2] * (1.15 if e == 2 else 1.0))])
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    preserved = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig())
+    assert all(len(a.clipped) == 0 for a in preserved.alt_masks.values())
+    # without the template-footprint rescue the same residual is clipped
+    clipped = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(do_preserve_contained_by_source=False))
+    assert len(clipped.alt_masks[3].clipped) > 0
+
+
+def test_filter_artifacts_spatial_rule():
+    cfg = CompareWarpConfig()
+    box = Box(0, 0, 9, 9)
+    spans = np.array([[2, 0, 9], [3, 0, 9]], np.int32)  # one footprint of 20 pixels
+    cands = ArtifactCandidates(spans, np.zeros(2, np.int32), 1)
+    n_image = np.full(box.shape, 10, np.int32)
+    epoch = np.zeros(box.shape, np.int32)
+    epoch[2, :] = 1
+    epoch[3, :] = 5  # persistent in half the footprint: frac 0.5 is not > 0.5
+    assert filter_artifacts(cands, epoch, n_image, box, cfg).n == 0
+    epoch[3, 0] = 2  # 11 of 20 transient pixels
+    assert filter_artifacts(cands, epoch, n_image, box, cfg).n == 1
+
+
+def test_missing_psf_matched_warp_gives_no_data():
+    rng = np.random.default_rng(33)
+    warps = small_warps(4, rng)
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    template = build_template(hs, SMALL, WCS0)
+    found = find_artifacts(template, [hs[0], None, hs[2], hs[3]], CompareWarpConfig())
+    alt = found.alt_masks[1]
+    assert spans_to_mask(alt.no_data, SMALL).all() and len(alt.clipped) == 0
+    assert found.n_image.max() == 3
+
+
+def test_template_is_psf_matched_clipped_mean():
+    rng = np.random.default_rng(34)
+    warps = small_warps(5, rng, extra=lambda e: [TRANSIENT] if e == 0 else [])
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    template = build_template(hs, SMALL, WCS0)
+    assert isinstance(template.psf, GaussianPsf) and template.psf.sigma == MODEL_SIGMA
+    x, y = int(round(TRANSIENT[0])), int(round(TRANSIENT[1]))
+    assert abs(template.image[y, x]) < 5 * NOISE  # the transient is clipped from the template
+    with pytest.raises(RuntimeError):
+        build_template([], SMALL, WCS0)
+
+
+def test_variance_scale_measures_noise():
+    rng = np.random.default_rng(35)
+    img = rng.normal(0, 2 * NOISE, SMALL.shape)
+    mi = MaskedImage(img.astype(np.float32), None, np.full(SMALL.shape, NOISE**2, np.float32))
+    assert measure_variance_scale(mi) == pytest.approx(4.0, rel=0.1)
