@@ -1,0 +1,28 @@
+"""Warping: resampling onto a sky-map WCS, direct and PSF-matched warps (ALGORITHMS.md §5).
+
+Importing the package registers :class:`WarpedPsf` for ``Psf.from_dict``.
+"""
+
+from .resample import (
+    WarperConfig,
+    dest_footprint,
+    sum_variance_ratio,
+    warp_exposure,
+    warp_masked_image,
+    warp_masked_image_into,
+    warp_noise_autocorrelation,
+)
+from .transform import PixelTransform
+from .warped_psf import WarpedPsf
+
+__all__ = [
+    "PixelTransform",
+    "WarpedPsf",
+    "WarperConfig",
+    "dest_footprint",
+    "sum_variance_ratio",
+    "warp_exposure",
+    "warp_masked_image",
+    "warp_masked_image_into",
+    "warp_noise_autocorrelation",
+]

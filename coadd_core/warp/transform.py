@@ -1,0 +1,201 @@
+"""Destination -> source pixel mapping through the sky, and its coarse interpolation grid.
+
+afw evaluates the exact mapping (destination pixel -> sky -> source pixel) only on a
+coarse grid every ``interpLength`` destination pixels, the last row and column always
+included, and interpolates linearly in between (ALGORITHMS.md §5.1); WCS evaluation
+would otherwise cost more than the resampling itself.  The grid is anchored one pixel
+left of and below the destination box, because the relative pixel area of a pixel is
+computed from its left and lower neighbours.
+
+Determinism: every grid node is computed from its own position only (for distorted
+WCSs the inverse is iterated per point to convergence, not "until every point in the
+batch converged" as astropy's ``all_world2pix`` does), so a node's value, and hence
+every output pixel, does not depend on which chunk of rows asked for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+
+from ..geom import Box
+
+__all__ = [
+    "GridChunk",
+    "PixelTransform",
+    "grid_chunk",
+    "grid_node_count",
+    "relative_area",
+]
+
+#: Per-point convergence tolerance (pixels) of the distorted-WCS inverse.
+_INVERSE_TOL = 1e-12
+_INVERSE_MAX_ITER = 50
+
+
+def _has_distortion(wcs: WCS) -> bool:
+    return any(
+        d is not None for d in (wcs.sip, wcs.cpdis1, wcs.cpdis2, wcs.det2im1, wcs.det2im2)
+    )
+
+
+class PixelTransform:
+    """Pixel -> pixel mapping between two WCSs (parent pixel coordinates, origin 0).
+
+    ``dest_to_src`` goes destination pixel -> sky -> source pixel, the direction a
+    resampler needs.  Not thread-safe (astropy WCS objects are not); give each thread
+    its own instance.
+    """
+
+    def __init__(self, src_wcs: WCS, dest_wcs: WCS) -> None:
+        self.src_wcs = src_wcs
+        self.dest_wcs = dest_wcs
+
+    @staticmethod
+    def _world_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lin_x, lin_y = wcs.wcs_world2pix(ra, dec, 0)
+        if not _has_distortion(wcs):
+            return lin_x, lin_y
+        # Solve lin(p) = target per point by fixed-point iteration on the distortion,
+        # freezing each point once its own correction is negligible.
+        x = np.array(lin_x, dtype=float)
+        y = np.array(lin_y, dtype=float)
+        active = np.isfinite(x) & np.isfinite(y)
+        for _ in range(_INVERSE_MAX_ITER):
+            if not active.any():
+                break
+            xa, ya = x[active], y[active]
+            ra_a, dec_a = wcs.all_pix2world(xa, ya, 0)
+            px, py = wcs.wcs_world2pix(ra_a, dec_a, 0)
+            dx = lin_x[active] - px
+            dy = lin_y[active] - py
+            x[active] = xa + dx
+            y[active] = ya + dy
+            done = (np.abs(dx) < _INVERSE_TOL) & (np.abs(dy) < _INVERSE_TOL)
+            idx = np.flatnonzero(active)
+            active[idx[done]] = False
+        return x, y
+
+    def dest_to_src(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Source pixel positions of destination pixel positions."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        ra, dec = self.dest_wcs.all_pix2world(x.ravel(), y.ravel(), 0)
+        sx, sy = self._world_to_pixel(self.src_wcs, ra, dec)
+        return sx.reshape(x.shape), sy.reshape(x.shape)
+
+    def src_to_dest(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Destination pixel positions of source pixel positions."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        ra, dec = self.src_wcs.all_pix2world(x.ravel(), y.ravel(), 0)
+        dx, dy = self._world_to_pixel(self.dest_wcs, ra, dec)
+        return dx.reshape(x.shape), dy.reshape(x.shape)
+
+    def inverse(self) -> "PixelTransform":
+        return PixelTransform(self.dest_wcs, self.src_wcs)
+
+    def jacobian(self, x: float, y: float, step: float = 0.5) -> np.ndarray:
+        """``d(src)/d(dest)`` at destination (x, y) by central differences (2 x 2)."""
+        px = np.array([x + step, x - step, x, x])
+        py = np.array([y, y, y + step, y - step])
+        sx, sy = self.dest_to_src(px, py)
+        return np.array(
+            [
+                [(sx[0] - sx[1]) / (2 * step), (sx[2] - sx[3]) / (2 * step)],
+                [(sy[0] - sy[1]) / (2 * step), (sy[2] - sy[3]) / (2 * step)],
+            ]
+        )
+
+    def local_affine(self, x: float, y: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(J, s)``: ``src ~ s + J @ (dest - (x, y))`` near destination (x, y)."""
+        sx, sy = self.dest_to_src(np.array([x]), np.array([y]))
+        return self.jacobian(x, y), np.array([sx[0], sy[0]])
+
+
+def grid_node_count(length: int, interp: int) -> int:
+    """Nodes along an axis of ``length`` grid steps: ``0, interp, 2 interp, ..., length``."""
+    return (length + interp - 1) // interp + 1
+
+
+def _node_coord(k: np.ndarray, interp: int, last: int) -> np.ndarray:
+    return np.minimum(k * interp, last)
+
+
+@dataclass(frozen=True)
+class GridChunk:
+    """Exact source positions at the grid nodes needed by a block of destination rows.
+
+    Grid coordinates ``(u, v) = (x - anchor.x0 + 1, y - anchor.y0 + 1)``; nodes at
+    multiples of ``interp`` (and at ``last_u`` / ``last_v``).  ``grid_x/grid_y`` hold
+    local source indices (parent position minus the source ``xy0``) for node rows
+    ``node_row0 ..`` and node columns ``node_col0 ..``.
+    """
+
+    grid_x: np.ndarray
+    grid_y: np.ndarray
+    node_row0: int
+    node_col0: int
+    interp: int
+    last_u: int
+    last_v: int
+
+
+def grid_chunk(
+    transform: PixelTransform,
+    anchor: Box,
+    interp_length: int,
+    region: Box,
+    src_xy0: tuple[int, int],
+) -> GridChunk:
+    """Grid nodes covering destination ``region`` (plus the row below and column left).
+
+    ``interp_length`` 0 means exact everywhere (every pixel is a node).
+    """
+    interp = max(int(interp_length), 1)
+    last_u = anchor.width
+    last_v = anchor.height
+    nbu = max((last_u + interp - 1) // interp, 1)
+    nbv = max((last_v + interp - 1) // interp, 1)
+    u_a = region.x0 - anchor.x0  # grid u of the column left of the region
+    u_b = region.x1 - anchor.x0 + 1
+    v_a = region.y0 - anchor.y0
+    v_b = region.y1 - anchor.y0 + 1
+    k0 = min(u_a // interp, nbu - 1)
+    k1 = min(u_b // interp, nbu - 1) + 1
+    b0 = min(v_a // interp, nbv - 1)
+    b1 = min(v_b // interp, nbv - 1) + 1
+    cols = _node_coord(np.arange(k0, k1 + 1), interp, last_u)
+    rows = _node_coord(np.arange(b0, b1 + 1), interp, last_v)
+    xx = (cols + (anchor.x0 - 1)).astype(float)
+    yy = (rows + (anchor.y0 - 1)).astype(float)
+    gx, gy = np.meshgrid(xx, yy)
+    sx, sy = transform.dest_to_src(gx, gy)
+    return GridChunk(
+        grid_x=np.ascontiguousarray(sx - src_xy0[0]),
+        grid_y=np.ascontiguousarray(sy - src_xy0[1]),
+        node_row0=int(b0),
+        node_col0=int(k0),
+        interp=interp,
+        last_u=last_u,
+        last_v=last_v,
+    )
+
+
+def relative_area(transform: PixelTransform, box: Box) -> np.ndarray:
+    """Exact relative pixel area ``|det J|`` (source pixels per destination pixel) over ``box``.
+
+    Backward differences with the left and lower neighbours, as the warper uses; for
+    checks and small boxes (evaluates the WCS at every pixel).
+    """
+    xs = np.arange(box.x0 - 1, box.x1 + 1, dtype=float)
+    ys = np.arange(box.y0 - 1, box.y1 + 1, dtype=float)
+    gx, gy = np.meshgrid(xs, ys)
+    sx, sy = transform.dest_to_src(gx, gy)
+    ax = sx[1:, 1:] - sx[1:, :-1]
+    ay = sy[1:, 1:] - sy[1:, :-1]
+    bx = sx[1:, 1:] - sx[:-1, 1:]
+    by = sy[1:, 1:] - sy[:-1, 1:]
+    return np.abs(ax * by - ay * bx)
