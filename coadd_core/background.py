@@ -325,20 +325,21 @@ def _cell_stats(
                 values[cj, ci] = np.nan
                 errors[cj, ci] = np.nan
                 continue
-            # plain mean and variance (MEAN, and the MEDIAN error)
-            s = 0.0
-            for i in range(n):
-                s += buf[i]
-            mean = s / n
-            ss = 0.0
-            for i in range(n):
-                d = buf[i] - mean
-                ss += d * d
-            var = ss / (n - 1) if n > 1 else np.nan
-            if statistic == 0:
-                values[cj, ci] = mean
-                errors[cj, ci] = math.sqrt(var / n) if n > 1 else np.nan
-                continue
+            if statistic != 2:
+                # plain mean and variance (MEAN, and the MEDIAN error)
+                s = 0.0
+                for i in range(n):
+                    s += buf[i]
+                mean = s / n
+                ss = 0.0
+                for i in range(n):
+                    d = buf[i] - mean
+                    ss += d * d
+                var = ss / (n - 1) if n > 1 else np.nan
+                if statistic == 0:
+                    values[cj, ci] = mean
+                    errors[cj, ci] = math.sqrt(var / n) if n > 1 else np.nan
+                    continue
             q1, median, q3 = _quartiles(buf, n, work, tags)
             if statistic == 1:
                 values[cj, ci] = median
@@ -397,13 +398,20 @@ def _evaluate_separable(row_coeffs: np.ndarray, tx_t: np.ndarray) -> np.ndarray:
     """``out[y, x] = sum_i row_coeffs[y, i] * tx_t[i, x]`` as float32 (no BLAS threads)."""
     ny = row_coeffs.shape[0]
     nt, nx = tx_t.shape
-    out = np.zeros((ny, nx), dtype=np.float32)
+    out = np.empty((ny, nx), dtype=np.float32)
     basis = tx_t.astype(np.float32)
+    acc = np.empty(nx, dtype=np.float32)
     for y in range(ny):
+        for x in range(nx):
+            acc[x] = 0.0
         for i in range(nt):
             c = np.float32(row_coeffs[y, i])
+            b = basis[i]
             for x in range(nx):
-                out[y, x] += c * basis[i, x]
+                acc[x] += c * b[x]
+        row = out[y]
+        for x in range(nx):
+            row[x] = acc[x]
     return out
 
 
@@ -430,8 +438,15 @@ def _fit_chebyshev(
     good = np.isfinite(v) & np.isfinite(w)
     if not good.any():
         raise TooManyMaskedPixelsError("no cell has a finite value and weight to fit")
-    sw = np.sqrt(w[good])
-    coef, *_ = np.linalg.lstsq(design[good] * sw[:, None], v[good] * sw, rcond=None)
+    # weighted normal equations, as afw solves them (a LAPACK least-squares call costs
+    # far more than the fit itself on these few cells)
+    a = design[good]
+    aw = a * w[good][:, None]
+    try:
+        coef = np.linalg.solve(aw.T @ a, aw.T @ v[good])
+    except np.linalg.LinAlgError:
+        sw = np.sqrt(w[good])
+        coef, *_ = np.linalg.lstsq(a * sw[:, None], v[good] * sw, rcond=None)
     out = np.zeros((order + 1, order + 1), dtype=np.float64)
     for (i, j), c in zip(terms, coef):
         out[i, j] = c

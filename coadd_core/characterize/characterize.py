@@ -5,10 +5,11 @@ Order, as LSST does it:
 
 1. sky background on the §3 grid, subtracted (kept as the ``calexpBackground`` model);
 2. ``psf_iterations`` times: repair cosmic rays with the current PSF, detect sources
-   (DETECTED) with its width, refit the background without the detections, and measure
-   the PSF from bright isolated stars;
-3. a last cosmic-ray pass and detection with the final PSF, so the CR and DETECTED planes
-   follow it;
+   (DETECTED) with its width, and measure the PSF from bright isolated stars; after the
+   first detection the background is refitted without the detected pixels;
+3. if the final PSF's width differs from the one last detected with by more than
+   ``redetect_tolerance``, one more cosmic-ray pass and detection, so the CR and DETECTED
+   planes follow it;
 4. the WCS is the input's (the header WCS);
 5. zero point from PSF fluxes of stars matched to the reference catalog; without a
    catalog (or too few matches) the nominal calibration is kept, with
@@ -120,32 +121,41 @@ def characterize(
     measurement: PsfMeasurement | None = None
     cr_results: list[CosmicRayResult] = []
     detection: DetectionResult | None = None
-    for iteration in range(config.psf_iterations if config.do_measure_psf else 0):
+    detected_with = math.nan
+    n_passes = config.psf_iterations if config.do_measure_psf else 1
+    for iteration in range(n_passes):
         cr_results.append(find_cosmic_rays(mi, psf, config.cosmic_ray))
         t = lap("cosmic_rays", t)
         detection = detect_footprints(mi, sigma, config.detection)
+        detected_with = sigma
         t = lap("detection", t)
-        background = _refit_background(mi, background, config)
-        t = lap("background", t)
+        if iteration == 0:
+            # the first detections are what the initial background lacked
+            background = _refit_background(mi, background, config)
+            t = lap("background", t)
+        if not config.do_measure_psf:
+            break
         assert detection.positive is not None
         try:
-            measurement = measure_psf(mi, detection.positive, sigma, config.psf)
+            measurement = measure_psf(mi, detection.positive, sigma, config.psf, describe=False)
         except PsfMeasurementError as exc:
             logger.warning("PSF measurement failed in iteration %d: %s", iteration + 1, exc)
             t = lap("psf", t)
             break
         psf, sigma, psf_source = measurement.psf, measurement.sigma, "measured"
         t = lap("psf", t)
+    if measurement is not None:
+        measurement.describe()
+        t = lap("psf", t)
     if measurement is None and config.do_measure_psf:
         logger.warning("no PSF model measured; keeping the %s PSF (sigma %.3f px)", psf_source, sigma)
-
-    cr_results.append(find_cosmic_rays(mi, psf, config.cosmic_ray))
-    t = lap("cosmic_rays", t)
-    detection = detect_footprints(mi, sigma, config.detection)
-    if len(cr_results) == 1:
-        # no PSF loop ran: the background still needs the detection mask
-        background = _refit_background(mi, background, config)
-    t = lap("detection", t)
+    if abs(sigma / detected_with - 1.0) > config.redetect_tolerance:
+        # the CR and DETECTED planes should follow the final PSF
+        cr_results.append(find_cosmic_rays(mi, psf, config.cosmic_ray))
+        t = lap("cosmic_rays", t)
+        detection = detect_footprints(mi, sigma, config.detection)
+        t = lap("detection", t)
+    assert detection is not None
     calexp.psf = psf
 
     photocal: PhotoCalResult | None = None

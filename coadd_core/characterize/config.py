@@ -158,6 +158,9 @@ class CharacterizeConfig(_Frozen):
     psf_iterations: int = Field(
         2, ge=1, description="Detect / measure-PSF passes, each using the last PSF; LSST psfIterations, 2."
     )
+    redetect_tolerance: float = Field(
+        0.02, ge=0, description="Detect again when the final PSF sigma differs by more than this fraction."
+    )
     do_measure_psf: bool = Field(
         True, description="Measure a PSF model (else keep the input's); LSST doMeasurePsf, True."
     )

@@ -99,10 +99,13 @@ def _is_cr(
     mean_ns = 0.5 * (img[y - 1, x] + img[y + 1, x])
     mean_swne = 0.5 * (img[y - 1, x - 1] + img[y + 1, x + 1])
     mean_nwse = 0.5 * (img[y + 1, x - 1] + img[y - 1, x + 1])
-    dv = math.sqrt(var[y, x])
-    thr = min_sigma * dv
-    if v < mean_ns + thr and v < mean_we + thr and v < mean_swne + thr and v < mean_nwse + thr:
+    # condition 2 fails when v < mean + thr for all four pairs, i.e. v - min(mean) < thr;
+    # tested without a square root since almost every pixel fails it
+    lowest = min(min(mean_we, mean_ns), min(mean_swne, mean_nwse))
+    excess = v - lowest
+    if not excess > 0.0 or excess * excess < min_sigma * min_sigma * var[y, x]:
         return False, 0.0
+    dv = math.sqrt(var[y, x])
     d_ns = 0.5 * math.sqrt(var[y - 1, x] + var[y + 1, x])
     d_we = 0.5 * math.sqrt(var[y, x - 1] + var[y, x + 1])
     d_swne = 0.5 * math.sqrt(var[y - 1, x - 1] + var[y + 1, x + 1])
@@ -119,9 +122,9 @@ def _is_cr(
     return False, 0.0
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath=False)
 def _scan(
-    img: np.ndarray, var: np.ndarray, bad: np.ndarray, min_sigma: float,
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, min_sigma: float,
     th_h: float, th_v: float, th_d: float, f3: float, max_pixels: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Raster scan for candidates (conditions 2, 3, not bad), replacing each at once.
@@ -133,11 +136,32 @@ def _scan(
     ys = np.empty(cap, np.int64)
     xs = np.empty(cap, np.int64)
     vals = np.empty(cap, np.float32)
+    quick = np.zeros(nx, np.bool_)
+    k2 = min_sigma * min_sigma
     n = 0
     for y in range(1, ny - 1):
+        # branch-free condition 2 for the whole row (vectorises); rows above already hold
+        # their replacements, and a replacement in this row is handled below
+        up = img[y - 1]
+        row = img[y]
+        down = img[y + 1]
+        vrow = var[y]
         for x in range(1, nx - 1):
+            v = row[x]
+            m1 = 0.5 * (row[x - 1] + row[x + 1])
+            m2 = 0.5 * (up[x] + down[x])
+            m3 = 0.5 * (up[x - 1] + down[x + 1])
+            m4 = 0.5 * (down[x - 1] + up[x + 1])
+            e = v - min(min(m1, m2), min(m3, m4))
+            quick[x] = (v >= 0.0) & (e > 0.0) & (e * e >= k2 * vrow[x])
+        replaced_left = False
+        for x in range(1, nx - 1):
+            # a replacement lowers the right neighbour's row mean, which can only help it
+            if not (quick[x] or replaced_left):
+                continue
+            replaced_left = False
             ok, est = _is_cr(img, var, y, x, min_sigma, th_h, th_v, th_d, f3)
-            if not ok or bad[y, x]:
+            if not ok or mask[y, x] & bad_bits:
                 continue
             if n == cap:
                 cap *= 2
@@ -152,6 +176,7 @@ def _scan(
             xs[n] = x
             vals[n] = img[y, x]
             img[y, x] = est
+            replaced_left = True
             n += 1
             if n > max_pixels:
                 return ys[:n], xs[:n], vals[:n], -1
@@ -167,36 +192,37 @@ def _find(parent: np.ndarray, i: int) -> int:
 
 
 @numba.njit(nogil=True, cache=True)
-def _group(ys: np.ndarray, xs: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """8-connected groups of the listed pixels; ``index`` (all -1) is a scratch image."""
+def _group(ys: np.ndarray, xs: np.ndarray, nx: int) -> np.ndarray:
+    """8-connected groups of pixels listed in raster order: the root index of each.
+
+    Neighbours are found by binary search on the sorted linear indices, so no image-sized
+    scratch array is needed.
+    """
     n = len(ys)
     parent = np.arange(n)
-    for i in range(n):
-        index[ys[i], xs[i]] = i
-    ny, nx = index.shape
+    lin = ys * nx + xs
     for i in range(n):
         y, x = ys[i], xs[i]
-        for dy in range(-1, 2):
-            for dx in range(-1, 2):
-                yy, xx = y + dy, x + dx
-                if (dy == 0 and dx == 0) or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                    continue
-                j = index[yy, xx]
-                if j >= 0:
-                    a, b = _find(parent, i), _find(parent, j)
-                    if a != b:
-                        parent[max(a, b)] = min(a, b)
+        # only neighbours earlier in raster order: the row above and the pixel to the left
+        for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1)):
+            yy, xx = y + dy, x + dx
+            if yy < 0 or xx < 0 or xx >= nx:
+                continue
+            key = yy * nx + xx
+            j = np.searchsorted(lin, key)
+            if j < n and lin[j] == key:
+                a, b = _find(parent, i), _find(parent, j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
     roots = np.empty(n, np.int64)
     for i in range(n):
         roots[i] = _find(parent, i)
-    for i in range(n):
-        index[ys[i], xs[i]] = -1
     return roots
 
 
 @numba.njit(nogil=True, cache=True)
 def _grow_rays(
-    img: np.ndarray, var: np.ndarray, bad: np.ndarray, member: np.ndarray,
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, member: np.ndarray,
     ys: np.ndarray, xs: np.ndarray, ids: np.ndarray, min_sigma: float,
     th_h: float, th_v: float, th_d: float, n_iteration: int, max_pixels: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,7 +237,7 @@ def _grow_rays(
             for dy in range(-1, 2):
                 for dx in range(-1, 2):
                     y, x = ys[i] + dy, xs[i] + dx
-                    if y < 2 or y >= ny - 2 or x < 2 or x >= nx - 2 or member[y, x] or bad[y, x]:
+                    if y < 2 or y >= ny - 2 or x < 2 or x >= nx - 2 or member[y, x] or mask[y, x] & bad_bits:
                         continue
                     ok, est = _is_cr(img, var, y, x, 0.5 * min_sigma, th_h, th_v, th_d, 0.0)
                     if ok:
@@ -241,10 +267,11 @@ def _grow_rays(
 
 @numba.njit(nogil=True, cache=True)
 def _repair(
-    img: np.ndarray, var: np.ndarray, usable: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-    out: np.ndarray,
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, member: np.ndarray,
+    ys: np.ndarray, xs: np.ndarray, out: np.ndarray,
 ) -> None:
-    """Interpolated values of the listed pixels from usable pixels (see module doc)."""
+    """Interpolated values of the listed pixels from usable pixels (not bad, not a ray
+    ``member``; see the module doc)."""
     ny, nx = img.shape
     dirs_y = (0, 1, 1, 1)
     dirs_x = (1, 0, 1, -1)
@@ -260,7 +287,7 @@ def _repair(
                 yy, xx = y + k * sy, x + k * sx
                 if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
                     break
-                if usable[yy, xx]:
+                if not member[yy, xx] and not mask[yy, xx] & bad_bits:
                     vp = img[yy, xx]
                     kp = k
                     break
@@ -270,7 +297,7 @@ def _repair(
                 yy, xx = y - k * sy, x - k * sx
                 if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
                     break
-                if usable[yy, xx]:
+                if not member[yy, xx] and not mask[yy, xx] & bad_bits:
                     vm = img[yy, xx]
                     km = k
                     break
@@ -295,7 +322,7 @@ def _repair(
         c = 0
         for yy in range(max(0, y - 3), min(ny, y + 4)):
             for xx in range(max(0, x - 3), min(nx, x + 4)):
-                if usable[yy, xx]:
+                if not member[yy, xx] and not mask[yy, xx] & bad_bits:
                     s += img[yy, xx]
                     c += 1
         out[i] = s / c if c > 0 else 0.0
@@ -318,20 +345,23 @@ def find_cosmic_rays(
     for name in config.bad_mask_planes:
         if name in planes:
             bad_bits |= planes.bitmask(name)
-    bad = (mi.mask & np.int32(bad_bits)) != 0
+    bits = np.int32(bad_bits)
+    mask = mi.mask
     th_h, th_v, th_d = psf_sharpness_thresholds(psf, config.cond3_fac2)
-    work = np.ascontiguousarray(mi.image, dtype=np.float32) - np.float32(background)
+    # the scan edits its image as it goes: work on a copy
+    work = np.array(mi.image, dtype=np.float32, order="C", copy=True)
+    if background:
+        work -= np.float32(background)
     var = np.ascontiguousarray(mi.variance, dtype=np.float32)
     ys, xs, vals, n = _scan(
-        work, var, bad, config.min_sigma, th_h, th_v, th_d, config.cond3_fac, config.n_cr_pixel_max
+        work, var, mask, bits, config.min_sigma, th_h, th_v, th_d, config.cond3_fac, config.n_cr_pixel_max
     )
     if n < 0:
         logger.warning("more than %d cosmic-ray pixels: nothing masked", config.n_cr_pixel_max)
         return CosmicRayResult(0, too_many=True)
     if n == 0:
         return CosmicRayResult(0)
-    index = np.full(work.shape, -1, dtype=np.int64)
-    roots = _group(ys, xs, index)
+    roots = _group(ys, xs, work.shape[1])
     # condition 1: enough counts (original values) in each ray
     work[ys, xs] = vals
     _, ray_of = np.unique(roots, return_inverse=True)
@@ -346,12 +376,11 @@ def find_cosmic_rays(
     # first repair, then look for contaminated neighbours on the repaired image
     member = np.zeros(work.shape, dtype=np.bool_)
     member[ys, xs] = True
-    usable = ~(member | bad)
     first = np.empty(len(ys), np.float64)
-    _repair(work, var, usable, ys, xs, first)
+    _repair(work, var, mask, bits, member, ys, xs, first)
     work[ys, xs] = first
     ys, xs, ids = _grow_rays(
-        work, var, bad, member, ys, xs, ids, config.min_sigma,
+        work, var, mask, bits, member, ys, xs, ids, config.min_sigma,
         th_h, th_v, th_d, config.n_iteration, config.n_cr_pixel_max,
     )
     if len(ys) > config.n_cr_pixel_max:
@@ -360,33 +389,30 @@ def find_cosmic_rays(
     n_rays = int(ids.max()) + 1
     # rays next to saturation belong to it (bleed trails): SAT, left alone
     sat_bit = np.int32(planes.bitmask("SAT"))
-    sat = (mi.mask & sat_bit) != 0
-    ny, nx = sat.shape
+    ny, nx = mask.shape
     near_sat = np.zeros(n_rays, dtype=bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             yy = np.clip(ys + dy, 0, ny - 1)
             xx = np.clip(xs + dx, 0, nx - 1)
-            near_sat[ids[sat[yy, xx]]] = True
+            near_sat[ids[(mask[yy, xx] & sat_bit) != 0]] = True
     to_sat = near_sat[ids]
     if to_sat.any():
-        mi.mask[ys[to_sat], xs[to_sat]] |= sat_bit
+        mask[ys[to_sat], xs[to_sat]] |= sat_bit
+        member[ys[to_sat], xs[to_sat]] = False
     ys, xs, ids = ys[~to_sat], xs[~to_sat], ids[~to_sat]
     _, ids = np.unique(ids, return_inverse=True)
     n_cr = int(ids.max()) + 1 if len(ids) else 0
     cr_bit = np.int32(planes.bitmask("CR"))
     if config.keep_crs:
-        mi.mask[ys, xs] |= cr_bit
+        mask[ys, xs] |= cr_bit
     else:
         # final repair from the original pixels, every ray pixel excluded
-        original = np.ascontiguousarray(mi.image, dtype=np.float32)
-        member[:] = False
-        member[ys, xs] = True
-        usable = ~(member | bad)
         values = np.empty(len(ys), np.float64)
-        _repair(original - np.float32(background), var, usable, ys, xs, values)
-        mi.image[ys, xs] = (values + background).astype(np.float32)
-        mi.mask[ys, xs] |= cr_bit | np.int32(planes.bitmask("INTRP"))
+        original = np.ascontiguousarray(mi.image, dtype=np.float32)
+        _repair(original, var, mask, bits, member, ys, xs, values)
+        mi.image[ys, xs] = values.astype(np.float32)
+        mask[ys, xs] |= cr_bit | np.int32(planes.bitmask("INTRP"))
     x0, y0 = mi.xy0
     logger.info(
         "%d cosmic rays (%d pixels) repaired; %d rays next to saturation left as SAT",

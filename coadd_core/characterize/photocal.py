@@ -31,7 +31,7 @@ from ..photocalib import PhotoCalib
 from ..psf import SIGMA_TO_FWHM, Psf
 from ..wcs_utils import pixel_scale
 from .config import PhotoCalConfig
-from .psf_measure import _box_any, measure_moments, psf_fluxes
+from .psf_measure import box_has_bits, measure_moments, plane_bits, psf_fluxes
 
 __all__ = [
     "PhotoCalError",
@@ -208,12 +208,8 @@ def calibrate_photometry(
         crowded[a[vb >= config.isolation_flux_ratio * va]] = True
         crowded[b[va >= config.isolation_flux_ratio * vb]] = True
     src, sx, sy = src[~crowded], sx[~crowded], sy[~crowded]
-    bits = 0
-    for name in bad_mask_planes:
-        if name in mi.planes:
-            bits |= mi.planes.bitmask(name)
-    bad = (mi.mask & np.int32(bits)) != 0
-    clean = ~_box_any(bad, sx, sy, 2)
+    bits = plane_bits(mi, bad_mask_planes)
+    clean = ~box_has_bits(mi.mask, bits, sx, sy, 2)
     src, sx, sy = src[clean], sx[clean], sy[clean]
     if len(src) == 0:
         raise PhotoCalError("no clean single-peaked source to match")
@@ -224,10 +220,9 @@ def calibrate_photometry(
     ref_idx, near = ref_idx[hit], near[hit]
     if len(ref_idx) == 0:
         raise PhotoCalError(f"no reference star within {config.match_radius_arcsec} arcsec of a source")
-    usable = ~bad & np.isfinite(mi.image)
     sigma0 = psf.sigma
     mom = measure_moments(
-        mi.image, usable, footprints.labels, src["id"][near], sx[near], sy[near], sigma0, half=min(half, 20)
+        mi.image, mi.mask, bits, footprints.labels, src["id"][near], sx[near], sy[near], sigma0, half=min(half, 20)
     )
     cx = np.where(mom[:, 6] > 0, mom[:, 0], sx[near])
     cy = np.where(mom[:, 6] > 0, mom[:, 1], sy[near])
@@ -247,7 +242,7 @@ def calibrate_photometry(
             unique[k] = True
     ref_idx, near, cx, cy, sep = ref_idx[unique], near[unique], cx[unique], cy[unique], sep[unique]
     flux, flux_err = psf_fluxes(
-        psf, mi.image, mi.variance, usable, footprints.labels, src["id"][near], cx, cy,
+        psf, mi.image, mi.variance, mi.mask, bits, footprints.labels, src["id"][near], cx, cy,
         fit_radius=config.psf_fit_radius_fwhm * fwhm,
     )
     flux *= aperture_correction

@@ -57,7 +57,9 @@ __all__ = [
     "half_max_fwhm",
     "measure_moments",
     "measure_psf",
+    "box_has_bits",
     "moffat_total",
+    "plane_bits",
     "psf_fluxes",
     "stellar_locus",
 ]
@@ -74,13 +76,13 @@ class PsfMeasurementError(RuntimeError):
 # -----------------------------------------------------------------------------------
 @numba.njit(nogil=True, cache=True)
 def _moments_batch(
-    image: np.ndarray, usable: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+    image: np.ndarray, mask: np.ndarray, bad_bits: int, labels: np.ndarray, ids: np.ndarray,
     xs: np.ndarray, ys: np.ndarray, sigma0: float, half: int, max_iter: int,
 ) -> np.ndarray:
     """Adaptive moments per source: rows (xc, yc, ixx, iyy, ixy, flux, ok) in array coords.
 
-    Pixels of other footprints (label not 0 nor the source's id) and unusable pixels
-    are left out.  ``flux`` is the Gaussian-weighted flux scaled to a Gaussian's total.
+    Pixels of other footprints (label not 0 nor the source's id), pixels with a
+    ``bad_bits`` mask bit and non-finite pixels are left out.  ``flux`` is the Gaussian-weighted flux scaled to a Gaussian's total.
     """
     ny, nx = image.shape
     n = len(xs)
@@ -113,14 +115,16 @@ def _moments_batch(
                 dy = y - yc
                 for x in range(max(0, ix0 - half), min(nx, ix0 + half + 1)):
                     lab = labels[y, x]
-                    if not usable[y, x] or (lab != 0 and lab != own):
+                    if mask[y, x] & bad_bits or (lab != 0 and lab != own):
                         continue
                     dx = x - xc
                     q = a * dx * dx + 2.0 * b * dx * dy + c * dy * dy
                     if q > 36.0:
                         continue
-                    w = math.exp(-0.5 * q)
                     v = image[y, x]
+                    if not np.isfinite(v):
+                        continue
+                    w = math.exp(-0.5 * q)
                     wi = w * v
                     s0 += wi
                     sx += wi * dx
@@ -158,12 +162,13 @@ def _moments_batch(
 
 
 def measure_moments(
-    image: np.ndarray, usable: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+    image: np.ndarray, mask: np.ndarray, bad_bits: int, labels: np.ndarray, ids: np.ndarray,
     xs: np.ndarray, ys: np.ndarray, sigma0: float, half: int = 20, max_iter: int = 100,
 ) -> np.ndarray:
     """Adaptive moments of sources at array positions ``(xs, ys)`` (see ``_moments_batch``)."""
     return _moments_batch(
-        np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(usable, dtype=np.bool_),
+        np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.int32),
+        np.int32(bad_bits),
         np.ascontiguousarray(labels, dtype=np.int32), np.asarray(ids, dtype=np.int64),
         np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
         float(sigma0), int(half), int(max_iter),
@@ -176,12 +181,14 @@ def measure_moments(
 def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Band-limited shift of each stamp (n, N, N) by (dx, dy): content moves by +d.
 
-    Stamps are zero-padded to an odd size large enough that nothing wraps; the sum is
-    conserved and the centroid moves by exactly d.
+    Stamps are zero-padded to an odd size; the sum is conserved and the centroid moves
+    by exactly d.
     """
     stamps = np.asarray(stamps, dtype=np.float64)
     n, ny, nx = stamps.shape
-    pad = max(ny, nx) // 2 + 1
+    # a margin of 10 px keeps wrapped-around content (the stamp edges are sky) 20 px away,
+    # where the periodic sinc has fallen below 2 %
+    pad = 10
     py, px = ny + 2 * pad, nx + 2 * pad
     py += 1 - py % 2
     px += 1 - px % 2
@@ -218,20 +225,25 @@ def half_max_fwhm(kernel: np.ndarray, oversample: int = 8) -> float:
     return 2.0 * math.sqrt(area / math.pi)
 
 
-def _moffat_image(params: np.ndarray, n: int, sub: int) -> np.ndarray:
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(3)
+
+
+def _moffat_image(params: np.ndarray, n: int) -> np.ndarray:
+    """Elliptical Moffat integrated over each pixel (3 x 3 Gauss-Legendre nodes)."""
     amp, alpha, beta, e1, e2, x0, y0 = params
     half = n // 2
-    offs = (np.arange(sub) + 0.5) / sub - 0.5
     grid = np.arange(-half, half + 1, dtype=np.float64)
-    xs = (grid[:, None] + offs[None, :]).ravel() - x0
-    ys = (grid[:, None] + offs[None, :]).ravel() - y0
+    nodes = 0.5 * _GL_NODES
+    xs = (grid[:, None] + nodes[None, :]).ravel() - x0
+    ys = (grid[:, None] + nodes[None, :]).ravel() - y0
     norm = math.sqrt(max(1.0 - e1 * e1 - e2 * e2, 1e-12))
     q = ((1 + e1) * xs[None, :] ** 2 + 2 * e2 * xs[None, :] * ys[:, None] + (1 - e1) * ys[:, None] ** 2) / norm
     prof = (1.0 + q / (alpha * alpha)) ** (-beta)
-    return amp * prof.reshape(n, sub, n, sub).mean(axis=(1, 3))
+    w = 0.5 * _GL_WEIGHTS
+    return amp * np.einsum("aibj,i,j->ab", prof.reshape(n, 3, n, 3), w, w)
 
 
-def fit_moffat(kernel: np.ndarray, sub: int = 5) -> dict[str, float]:
+def fit_moffat(kernel: np.ndarray) -> dict[str, float]:
     """Elliptical pixel-integrated Moffat fitted to a PSF image.
 
     Returns ``fwhm`` (geometric mean of the principal FWHMs), ``beta``, ``e1``/``e2``
@@ -249,9 +261,12 @@ def fit_moffat(kernel: np.ndarray, sub: int = 5) -> dict[str, float]:
     upper = [np.inf, 10.0 * n, 200.0, 0.9, 0.9, 2.0, 2.0]
 
     def resid(p: np.ndarray) -> np.ndarray:
-        return (_moffat_image(p, n, sub) - k).ravel()
+        return (_moffat_image(p, n) - k).ravel()
 
-    fit = least_squares(resid, p0, bounds=(lower, upper), x_scale="jac", xtol=1e-10, ftol=1e-12)
+    # an iterative trust-region solver: no dense SVD (slow under BLAS thread contention)
+    fit = least_squares(
+        resid, p0, bounds=(lower, upper), x_scale="jac", tr_solver="lsmr", xtol=1e-10, ftol=1e-12
+    )
     amp, alpha, beta, e1, e2, _, _ = fit.x
     fwhm = 2.0 * alpha * math.sqrt(2.0 ** (1.0 / beta) - 1.0)
     rms = float(np.sqrt(np.mean(fit.fun**2)) / k.max())
@@ -282,6 +297,15 @@ class PsfMeasurement:
     aperture_correction: float = 1.0
     min_snr: float = math.nan
 
+    def describe(self) -> None:
+        """Fill the Moffat FWHM and beta, the half-maximum FWHM and the wing correction."""
+        model = self.psf.array
+        moffat = fit_moffat(model)
+        self.fwhm = moffat["fwhm"]
+        self.moffat_beta = moffat["beta"]
+        self.fwhm_pixelised = half_max_fwhm(model)
+        self.aperture_correction = moffat_total(moffat)
+
     def summary(self) -> dict[str, Any]:
         return {
             "PSF_FWHM": self.fwhm,
@@ -295,24 +319,36 @@ class PsfMeasurement:
         }
 
 
-def _bad_pixels(mi: MaskedImage, names: tuple[str, ...]) -> np.ndarray:
+def plane_bits(mi: MaskedImage, names: tuple[str, ...]) -> int:
+    """OR of the bits of the named planes the image has."""
     bits = 0
     for name in names:
         if name in mi.planes:
             bits |= mi.planes.bitmask(name)
-    return (mi.mask & np.int32(bits)) != 0
+    return bits
 
 
-def _box_any(flags: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
-    """True where any flag lies in the (2 half + 1)^2 box around each (cx, cy)."""
-    integral = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), dtype=np.int64)
-    integral[1:, 1:] = np.cumsum(np.cumsum(flags, axis=0, dtype=np.int64), axis=1)
-    y0 = np.clip(cy - half, 0, flags.shape[0])
-    y1 = np.clip(cy + half + 1, 0, flags.shape[0])
-    x0 = np.clip(cx - half, 0, flags.shape[1])
-    x1 = np.clip(cx + half + 1, 0, flags.shape[1])
-    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    return total > 0
+@numba.njit(nogil=True, cache=True)
+def _box_any_kernel(mask: np.ndarray, bits: int, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
+    ny, nx = mask.shape
+    out = np.zeros(len(cx), dtype=np.bool_)
+    for k in range(len(cx)):
+        for y in range(max(0, cy[k] - half), min(ny, cy[k] + half + 1)):
+            for x in range(max(0, cx[k] - half), min(nx, cx[k] + half + 1)):
+                if mask[y, x] & bits:
+                    out[k] = True
+                    break
+            if out[k]:
+                break
+    return out
+
+
+def box_has_bits(mask: np.ndarray, bits: int, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
+    """True where a pixel with any of ``bits`` lies in the (2 half + 1)^2 box around (cx, cy)."""
+    return _box_any_kernel(
+        np.ascontiguousarray(mask, dtype=np.int32), np.int32(bits), np.asarray(cx, np.int64),
+        np.asarray(cy, np.int64), int(half),
+    )
 
 
 def stellar_locus(sizes: np.ndarray, tolerance: float) -> np.ndarray:
@@ -329,12 +365,12 @@ def stellar_locus(sizes: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def psf_fluxes(
-    psf: Psf, image: np.ndarray, variance: np.ndarray, usable: np.ndarray, labels: np.ndarray,
+    psf: Psf, image: np.ndarray, variance: np.ndarray, mask: np.ndarray, bad_bits: int, labels: np.ndarray,
     ids: np.ndarray, xs: np.ndarray, ys: np.ndarray, fit_radius: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unweighted least-squares PSF fluxes and errors at array positions (xs, ys).
 
-    ``f = sum(P D) / sum(P^2)`` over usable pixels not in another footprint (and within
+    ``f = sum(P D) / sum(P^2)`` over pixels without ``bad_bits``, not in another footprint (and within
     ``fit_radius`` px of the position when given), with the model shifted to each
     position; unweighted so a star's own photon noise cannot bias it.  The model is
     normalised over its whole box, so a core-only fit still measures the total.  Sources
@@ -358,7 +394,8 @@ def psf_fluxes(
     data = _cutouts(image, cx[idx], cy[idx], half).astype(np.float64)
     var = _cutouts(variance, cx[idx], cy[idx], half).astype(np.float64)
     lab = _cutouts(labels, cx[idx], cy[idx], half)
-    good = _cutouts(usable, cx[idx], cy[idx], half) & ((lab == 0) | (lab == np.asarray(ids)[idx][:, None, None]))
+    good = (_cutouts(mask, cx[idx], cy[idx], half) & np.int32(bad_bits)) == 0
+    good &= (lab == 0) | (lab == np.asarray(ids)[idx][:, None, None])
     good &= np.isfinite(data) & np.isfinite(var)
     if fit_radius is not None:
         off = np.arange(-half, half + 1, dtype=np.float64)
@@ -459,7 +496,7 @@ def _build_model(
 
 def _select_stars(
     mi: MaskedImage, footprints: Footprints, sigma_guess: float, config: PsfMeasureConfig,
-    min_snr: float, bad: np.ndarray, usable: np.ndarray,
+    min_snr: float, bad_bits: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Candidates above ``min_snr`` -> (ids, moments rows, sizes) of locus stars, n candidates."""
     half = config.stamp_size // 2
@@ -474,11 +511,11 @@ def _select_stars(
     cx = cand["x"].astype(np.int64) - mi.bbox.x0
     cy = cand["y"].astype(np.int64) - mi.bbox.y0
     on_image = (cx >= half + 1) & (cx < nx - half - 1) & (cy >= half + 1) & (cy < ny - half - 1)
-    clean = ~_box_any(bad, cx, cy, config.bad_box_half_size)
+    clean = ~box_has_bits(mi.mask, bad_bits, cx, cy, config.bad_box_half_size)
     sel = on_image & clean
     cand, cx, cy = cand[sel], cx[sel], cy[sel]
     mom = measure_moments(
-        mi.image, usable, footprints.labels, cand["id"], cx, cy, sigma_guess, half=min(half, 25)
+        mi.image, mi.mask, bad_bits, footprints.labels, cand["id"], cx, cy, sigma_guess, half=min(half, 25)
     )
     ok = mom[:, 6] > 0
     ixx, iyy, ixy = mom[:, 2], mom[:, 3], mom[:, 4]
@@ -507,9 +544,14 @@ def measure_psf(
     footprints: Footprints,
     sigma_guess: float,
     config: PsfMeasureConfig = PsfMeasureConfig(),
+    *,
+    describe: bool = True,
 ) -> PsfMeasurement:
     """Select PSF stars among ``footprints`` of the background-subtracted ``mi`` and
     build a pixelised PSF model from them (see the module docstring).
+
+    ``describe`` also fits the Moffat and half-maximum widths (:meth:`PsfMeasurement.describe`);
+    intermediate iterations can skip it.
 
     When fewer than ``min_stars`` stars reach ``min_snr`` the threshold is halved, down
     to ``min_snr_floor``, so sparse or poorly seen frames still get a model.
@@ -518,11 +560,10 @@ def measure_psf(
     if n % 2 == 0:
         raise ValueError(f"stamp_size must be odd, got {n}")
     half = n // 2
-    bad = _bad_pixels(mi, config.bad_mask_planes)
-    usable = ~bad & np.isfinite(mi.image)
+    bad_bits = plane_bits(mi, config.bad_mask_planes)
     min_snr = config.min_snr
     while True:
-        ids, mom, size, n_candidates = _select_stars(mi, footprints, sigma_guess, config, min_snr, bad, usable)
+        ids, mom, size, n_candidates = _select_stars(mi, footprints, sigma_guess, config, min_snr, bad_bits)
         if len(ids) >= config.min_stars or min_snr <= config.min_snr_floor:
             break
         min_snr = max(0.5 * min_snr, config.min_snr_floor)
@@ -538,29 +579,30 @@ def measure_psf(
     data = _cutouts(mi.image, icx, icy, half).astype(np.float64)
     var = _cutouts(mi.variance, icx, icy, half).astype(np.float64)
     lab = _cutouts(footprints.labels, icx, icy, half)
-    valid = _cutouts(usable, icx, icy, half) & ((lab == 0) | (lab == ids[:, None, None]))
-    valid &= np.isfinite(var) & (var > 0)
+    valid = (_cutouts(mi.mask, icx, icy, half) & np.int32(bad_bits)) == 0
+    valid &= (lab == 0) | (lab == ids[:, None, None])
+    valid &= np.isfinite(data) & np.isfinite(var) & (var > 0)
     var = np.where(valid, var, 1.0)
     fwhm_guess = SIGMA_TO_FWHM * float(np.median(size))
     model, keep = _build_model(data, var, valid, xc - icx, yc - icy, config, fwhm_guess)
     psf = ImagePsf(model)
-    moffat = fit_moffat(model)
     sigma = psf.sigma
     result = PsfMeasurement(
         psf=psf,
-        fwhm=moffat["fwhm"],
-        fwhm_pixelised=half_max_fwhm(model),
+        fwhm=math.nan,
+        fwhm_pixelised=math.nan,
         fwhm_moments=SIGMA_TO_FWHM * sigma,
         sigma=sigma,
-        moffat_beta=moffat["beta"],
+        moffat_beta=math.nan,
         n_candidates=n_candidates,
         n_stars=int(keep.sum()),
         star_ids=ids[keep],
         star_x=xc[keep] + mi.bbox.x0,
         star_y=yc[keep] + mi.bbox.y0,
-        aperture_correction=moffat_total(moffat),
         min_snr=min_snr,
     )
+    if describe:
+        result.describe()
     logger.info(
         "PSF from %d stars (%d candidates, S/N >= %g): FWHM %.3f px (pixelised %.3f, moments %.3f), "
         "beta %.2f, total/stamp %.4f",
