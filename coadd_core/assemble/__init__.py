@@ -3,6 +3,14 @@
 from .alt_masks import AltMask
 from .assemble import AssembleResult, assemble, process_results, stats_config
 from .coadd_psf import CoaddPsf, CoaddPsfInput, make_coadd_psf
+from .compare_warp import (
+    CompareWarpResult,
+    FindArtifactsResult,
+    build_template,
+    compare_warp_assemble,
+    filter_artifacts,
+    find_artifacts,
+)
 from .config import (
     AssembleCoaddConfig,
     CompareWarpConfig,
@@ -11,6 +19,8 @@ from .config import (
     StaticSkyModelConfig,
 )
 from .prepare import NoWorkFound, WarpHandle, compute_weights, mean_variance
+from .safe_clip import SafeClipResult, safe_clip_assemble
+from .scale_variance import ExceedsMaxVarianceScaleError, scale_variance
 
 __all__ = [
     "AltMask",
@@ -19,15 +29,25 @@ __all__ = [
     "CoaddPsf",
     "CoaddPsfInput",
     "CompareWarpConfig",
+    "CompareWarpResult",
+    "ExceedsMaxVarianceScaleError",
+    "FindArtifactsResult",
     "NoWorkFound",
     "SafeClipConfig",
+    "SafeClipResult",
     "ScaleVarianceConfig",
     "StaticSkyModelConfig",
     "WarpHandle",
     "assemble",
+    "build_template",
+    "compare_warp_assemble",
     "compute_weights",
+    "filter_artifacts",
+    "find_artifacts",
     "make_coadd_psf",
     "mean_variance",
     "process_results",
+    "safe_clip_assemble",
+    "scale_variance",
     "stats_config",
 ]
