@@ -21,6 +21,7 @@ from astropy.wcs import WCS
 from ..exposure import Exposure
 from ..geom import Box
 from ..image import MaskedImage
+from ..interpolate import interpolate_over
 from ..masks import MaskPlanes, remap_mask, standard_planes
 from ..photocalib import PhotoCalib
 from ..stats import StackResult, StatsConfig, stack
@@ -199,9 +200,6 @@ def _finish_masks(mi: MaskedImage) -> None:
 def process_results(mi: MaskedImage, config: AssembleCoaddConfig) -> int:
     """LSST ``processResults``: interpolate over NO_DATA along rows (fallback: the image
     median if positive, else 0), then make every non-positive or NaN variance +inf."""
-    from .. import calib  # noqa: F401  (coadd_core.interpolate needs the calib package imported first)
-    from ..interpolate import interpolate_over
-
     n_interp = 0
     if config.do_interp:
         no_data = mi.planes.bitmask("NO_DATA")

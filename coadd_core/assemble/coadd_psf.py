@@ -3,9 +3,9 @@
 
 At a coadd position only the inputs that actually cover it contribute (the input
 position must be inside the input's float box and its valid polygon), so the PSF is
-right in chip gaps and at input edges.  Each input PSF is warped with the local affine
-approximation of the coadd -> input pixel mapping (Lanczos), normalised to unit sum,
-and the kernels are averaged with the coadd weights.
+right in chip gaps and at input edges.  Each input PSF is warped to the coadd frame
+(:class:`WarpedPsf`: local affine approximation of the pixel mapping, Lanczos),
+normalised to unit sum, and the kernels are averaged with the coadd weights.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from astropy.wcs import WCS
 from ..geom import Box
 from ..polygon import ValidPolygon
 from ..psf import ImagePsf, Psf, PsfStamp
-from ..warp.kernels import affine_resample
 from ..warp.transform import PixelTransform
+from ..warp.warped_psf import WarpedPsf
 from ..wcs_utils import wcs_from_header_dict, wcs_header_dict
 
 __all__ = ["CoaddPsf", "CoaddPsfInput", "make_coadd_psf"]
@@ -95,6 +95,10 @@ class CoaddPsf(Psf):
         self._transforms = [
             None if i.wcs is None else PixelTransform(i.wcs, coadd_wcs) for i in self._inputs  # type: ignore[arg-type]
         ]
+        self._warped = [
+            None if i.wcs is None else WarpedPsf(i.psf, i.wcs, coadd_wcs, warping_kernel_name)  # type: ignore[arg-type]
+            for i in self._inputs
+        ]
         self._average_position = (
             self._compute_average_position() if average_position is None else tuple(map(float, average_position))
         )
@@ -150,25 +154,9 @@ class CoaddPsf(Psf):
 
     # -- images ------------------------------------------------------------------------
     def _warped_kernel(self, k: int, x: float, y: float) -> np.ndarray:
-        inp = self._inputs[k]
-        transform = self._transforms[k]
-        if transform is None:
-            kernel = inp.psf.kernel_image(x, y)
-        else:
-            jac, src = transform.local_affine(x, y)
-            src_kernel = np.ascontiguousarray(inp.psf.kernel_image(float(src[0]), float(src[1])), dtype=np.float64)
-            scale = float(np.sqrt(abs(np.linalg.det(jac))))
-            size = src_kernel.shape[0]
-            out_size = int(round(size / max(scale, 1e-3))) | 1
-            kernel = np.zeros((out_size, out_size), dtype=np.float64)
-            ci = (size - 1) / 2.0
-            co = (out_size - 1) / 2.0
-            off_x = ci - jac[0, 0] * co - jac[0, 1] * co
-            off_y = ci - jac[1, 0] * co - jac[1, 1] * co
-            affine_resample(src_kernel, np.ascontiguousarray(jac, dtype=np.float64), off_x, off_y, kernel,
-                            _LANCZOS_ORDER[self._kernel_name])
-        total = kernel.sum()
-        return kernel / total
+        warped = self._warped[k]
+        kernel = warped.kernel_image(x, y) if warped is not None else self._inputs[k].psf.kernel_image(x, y)
+        return kernel / kernel.sum()
 
     def kernel_image(self, x: float | None = None, y: float | None = None) -> np.ndarray:
         """Unit-sum kernel at coadd position (x, y) (default: the average position)."""
