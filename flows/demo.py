@@ -69,7 +69,15 @@ def register_demo_skymap(repo: str, name: str = "rings") -> dict[str, Any]:
     return {"skymap": name, "tracts": tracts, "registered": counts, "patches_with_data": sorted(patches)}
 
 
-def _report(sim: dict[str, Any], previews: list[str], out_dir: Path, ingest: dict[str, Any], sky: dict[str, Any]) -> str:
+def _report(
+    sim: dict[str, Any],
+    previews: list[str],
+    out_dir: Path,
+    ingest: dict[str, Any],
+    sky: dict[str, Any],
+    calibs: dict[str, Any],
+    isr: dict[str, Any],
+) -> str:
     s = sim["summary"]
     rows = [
         {
@@ -98,6 +106,11 @@ def _report(sim: dict[str, Any], previews: list[str], out_dir: Path, ingest: dic
         f"   {ingest['summary']}",
         f"   sky map {sky['skymap']!r}: tract(s) {', '.join(map(str, sky['tracts']))}; "
         f"{len(sky['patches_with_data'])} patch(es) overlap the science CCDs",
+        "3. calibs: master bias, dark, flat per detector, certified in MegaPrime/calib",
+        f"   {calibs['summary']}",
+        "4. isr: ISR + background + cosmic rays + PSF + zero point per CCD -> calexp (demo/isr)",
+        f"   {isr['summary']}",
+        _calexp_summary(isr["calexps"]),
         "",
         f"repository:       {out_dir / 'repo'}  (try: coadd query datasets {out_dir / 'repo'} raw -c MegaPrime/raw/all)",
         f"raw files:        {out_dir / 'raw'}",
@@ -106,6 +119,19 @@ def _report(sim: dict[str, Any], previews: list[str], out_dir: Path, ingest: dic
         f"pictures:         {out_dir / 'pictures'} ({len(previews)} PNG)",
     ]
     return "\n".join(lines)
+
+
+def _calexp_summary(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "   (no new calexps)"
+    fwhm = [r["PSF_FWHM"] for r in rows if r.get("PSF_FWHM")]
+    zp = [r["ZERO_POINT"] for r in rows if r.get("ZERO_POINT")]
+    parts = []
+    if fwhm:
+        parts.append(f"PSF FWHM {min(fwhm):.2f}..{max(fwhm):.2f} px")
+    if zp:
+        parts.append(f"zero points {min(zp):.3f}..{max(zp):.3f} mag")
+    return "   " + ", ".join(parts)
 
 
 @flow(name="demo-pipeline", log_prints=False)
@@ -124,7 +150,21 @@ def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int 
     if ingest["failed"]:
         raise RuntimeError(f"demo ingest failed for {len(ingest['failed'])} file(s): {ingest['failed'][0][1]}")
     sky = register_demo_skymap(repo)
-    report = _report(sim, previews, out, ingest, sky)
+    from flows.calibs import calibs_flow
+    from flows.isr import ingest_refcat_task, isr_flow
+    from flows.runners import make_task_runner
+
+    ingest_refcat_task(repo, sim["refcat"], "sim_ps1")
+    calibs = calibs_flow.with_options(task_runner=make_task_runner("processes"))(
+        repo=repo, inputs=["MegaPrime/raw/all"], output="MegaPrime/calib"
+    )
+    isr = isr_flow.with_options(task_runner=make_task_runner("processes"))(
+        repo=repo, inputs=["MegaPrime/raw/all", "MegaPrime/calib"], output="demo/isr"
+    )
+    failed = calibs["failed"] + isr["failed"]
+    if failed:
+        raise RuntimeError(f"demo: {len(failed)} task(s) failed, first: {failed[0][0]}: {failed[0][1]}")
+    report = _report(sim, previews, out, ingest, sky, calibs, isr)
     create_markdown_artifact(
         key="demo-report",
         markdown="```\n" + report + "\n```\n",

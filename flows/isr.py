@@ -170,6 +170,15 @@ def run_isr_stage(
     )
 
 
+@task(name="ingest-refcat")
+def ingest_refcat_task(repo: str, path: str, name: str) -> str:
+    """Ingest a reference catalog file into ``repo`` (flow-friendly wrapper)."""
+    from registry.butler import Butler
+
+    with Butler.open(repo) as butler:
+        return ingest_refcat(butler, path, name).run
+
+
 def ingest_refcat(butler: Any, path: str, name: str, **columns: Any) -> DatasetRef:
     """Store a reference catalog (CSV/FITS with ra, dec, <band>_mag[_err]) as dataset ``refcat``."""
     from coadd_core.characterize import RefcatColumns

@@ -29,7 +29,9 @@ def test_demo_pipeline_tiny(prefect_harness: None, tmp_path: Path) -> None:
         assert butler.registry.query_data_ids("tract") == [{"skymap": "rings", "tract": 9813}]
         patches = butler.registry.patches_overlapping_element("MegaPrime", raws[0].data_id["exposure"], raws[0].data_id["detector"])
         assert patches
+        assert len(butler.query_datasets("calexp", "demo/isr")) == 8
+        assert len(butler.query_datasets("flat", "MegaPrime/calib", find_first=False)) == 2
     assert "raw datasets" in report and "sky map 'rings'" in report
     # Running the demo again reuses what is there.
     again = demo_pipeline(out_dir=str(out), preset="tiny", seed=7, workers=1)
-    assert "already ingested" in again
+    assert "already ingested" in again and "0 calexp(s) made, 8 already there" in again
