@@ -5,16 +5,22 @@ Order, as LSST does it:
 
 1. sky background on the §3 grid, subtracted (kept as the ``calexpBackground`` model);
 2. ``psf_iterations`` times: repair cosmic rays with the current PSF, detect sources
-   (DETECTED) with its width, and measure the PSF from bright isolated stars; after the
-   first detection the background is refitted without the detected pixels;
+   (DETECTED) with its width, refit the background without the detected pixels (when
+   the width changed by more than ``redetect_tolerance``: the footprints grow with it),
+   and measure the PSF from bright isolated stars;
 3. if the final PSF's width differs from the one last detected with by more than
-   ``redetect_tolerance``, one more cosmic-ray pass and detection, so the CR and DETECTED
-   planes follow it;
+   ``redetect_tolerance``, one more cosmic-ray pass, detection and background fit, so
+   the CR and DETECTED planes follow it;
 4. the WCS is the input's (the header WCS);
 5. zero point from PSF fluxes of stars matched to the reference catalog; without a
    catalog (or too few matches) the nominal calibration is kept, with
    ``PHOTOCAL_SOURCE='nominal'`` in the metadata and a logged warning;
 6. summary numbers in ``calexp.metadata``.
+
+A 2048 x 4612 CCD takes 0.9-1.3 s of CPU on one core (measured on a shared two-core
+machine; about a third each in detection and the two background fits, a sixth in the
+PSF, the cosmic rays and photometry under 0.1 s each), so ISR plus characterisation of
+the 36 CCDs of an exposure fits the two-minute budget on two cores.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .config import CharacterizeConfig
 from .cosmic_rays import CosmicRayResult, find_cosmic_rays
 from .photocal import PhotoCalError, PhotoCalResult, calibrate_photometry, nominal_photo_calib
 from .psf_measure import PsfMeasurement, PsfMeasurementError, measure_psf
-from .refcat import read_refcat
+from .refcat import RefcatError, read_refcat
 
 __all__ = ["CharacterizeResult", "characterize"]
 
@@ -122,16 +128,22 @@ def characterize(
     cr_results: list[CosmicRayResult] = []
     detection: DetectionResult | None = None
     detected_with = math.nan
+    masked_with = math.nan  # PSF sigma of the detections the background was fitted without
     n_passes = config.psf_iterations if config.do_measure_psf else 1
+
+    def changed(new: float, old: float) -> bool:
+        return not abs(new / old - 1.0) <= config.redetect_tolerance
+
     for iteration in range(n_passes):
         cr_results.append(find_cosmic_rays(mi, psf, config.cosmic_ray))
         t = lap("cosmic_rays", t)
         detection = detect_footprints(mi, sigma, config.detection)
         detected_with = sigma
         t = lap("detection", t)
-        if iteration == 0:
-            # the first detections are what the initial background lacked
+        if changed(sigma, masked_with):
+            # the detections grow with the PSF; the background must not hold their wings
             background = _refit_background(mi, background, config)
+            masked_with = sigma
             t = lap("background", t)
         if not config.do_measure_psf:
             break
@@ -149,12 +161,15 @@ def characterize(
         t = lap("psf", t)
     if measurement is None and config.do_measure_psf:
         logger.warning("no PSF model measured; keeping the %s PSF (sigma %.3f px)", psf_source, sigma)
-    if abs(sigma / detected_with - 1.0) > config.redetect_tolerance:
-        # the CR and DETECTED planes should follow the final PSF
+    if changed(sigma, detected_with):
+        # the CR and DETECTED planes (and the background without them) follow the final PSF
         cr_results.append(find_cosmic_rays(mi, psf, config.cosmic_ray))
         t = lap("cosmic_rays", t)
         detection = detect_footprints(mi, sigma, config.detection)
         t = lap("detection", t)
+        if changed(sigma, masked_with):
+            background = _refit_background(mi, background, config)
+            t = lap("background", t)
     assert detection is not None
     calexp.psf = psf
 
@@ -165,8 +180,10 @@ def characterize(
         if calexp.wcs is None:
             note = "input has no WCS"
         else:
+            table = refcat if {"ra", "dec"} <= set(refcat.colnames) else read_refcat(refcat)
+            if f"{band}_mag" not in table.colnames:
+                raise RefcatError(f"reference catalog has no {band}_mag column; columns are {table.colnames}")
             try:
-                table = refcat if {"ra", "dec"} <= set(refcat.colnames) else read_refcat(refcat)
                 assert detection.positive is not None
                 photocal = calibrate_photometry(
                     mi, psf, detection.positive, calexp.wcs, table, band, config.photocal,

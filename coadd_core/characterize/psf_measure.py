@@ -7,14 +7,19 @@ objects (``|e| <= max_ellipticity``) in the densest ``+-size_tolerance`` window 
 form the stellar locus, the smallest well-populated sizes in a frame (galaxies are
 larger, and their sizes spread).
 
-Model: the flux-weighted mean of the stars' stamps, each shifted by its sub-pixel
-centroid to the centre pixel with a band-limited (Fourier) shift and normalised by its
-flux, with inverse-variance weights per pixel; pixels of neighbouring footprints and bad
-pixels carry no weight (they are filled with the current model before shifting, so the
-shift does not spread them).  Fluxes are refitted with the model, stars whose residual
-chi^2 exceeds ``max_chi2_factor`` times the median are dropped, and the model is
-re-centred, ``n_model_iterations`` times.  The result is an :class:`ImagePsf`
-(``stamp_size`` square, unit sum), constant over the CCD.
+Model: the weighted mean of the stars' stamps, each shifted by its sub-pixel centroid to
+the centre pixel with a band-limited (Fourier) shift and normalised by its flux, with
+inverse-variance weights per pixel (so the brightest stars dominate); pixels of
+neighbouring footprints and bad pixels carry no weight (they are filled with the current
+model before shifting, so the shift does not spread them).  Beyond ``wing_radius_fwhm``
+the model is replaced by its azimuthal mean (blended over one FWHM): per pixel the wings
+are noise, and a few per cent of spurious wing flux would move the normalisation of the
+core by as much (measured: 2 % on a CCD with one bright and four faint stars, 0.2 %
+after).  Fluxes are refitted with the model, stars whose residual chi^2 exceeds
+``max_chi2_factor`` times the median are dropped, and the model is re-centred,
+``n_model_iterations`` times.  The result is an :class:`ImagePsf` (``stamp_size``
+square, unit sum), constant over the CCD.  If fewer than ``min_stars`` stars reach
+``min_snr`` the threshold is halved down to ``min_snr_floor``.
 
 Why pixelised rather than a fitted Moffat: the mean stamp keeps whatever the real
 profile is (ellipticity, asymmetric wings, a non-Moffat core) and matches what PSFEx
@@ -31,6 +36,14 @@ FWHM, three ways (all in pixels):
   pixel-convolved profile (what an image shows), a few percent larger for small PSFs.
 * ``fwhm_moments`` - LSST's ``2.3548 * sigma`` with ``sigma`` the determinant radius of
   adaptive moments.
+
+On the ``tiny`` simulation (seeing 3.24-6.49 px, Moffat beta 3.5, 4-8 stars per CCD)
+``fwhm`` is within 0.6 % of the simulated seeing and ``fwhm_pixelised`` within 0.9 % of
+the same measure on the true PSF drawn into pixels; on a full CCD (34 stars) 0.05 %.
+
+The fitted Moffat also gives the light outside the model's box: ``aperture_correction``
+= the Moffat's integral over the plane (the model sums to one over its box), which
+turns PSF fluxes into total fluxes (0.2 % at FWHM 5.4 px, 0.6 % at 6.5 px).
 """
 
 from __future__ import annotations
