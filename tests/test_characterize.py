@@ -192,7 +192,7 @@ def test_psf_fwhm_matches_the_seeing_in_good_and_bad_seeing(plan, refcat) -> Non
         # pixelisation widens the profile: more so for small PSFs
         assert md["PSF_FWHM_PIXELISED"] > md["PSF_FWHM"]
         assert md["PSF_FWHM_ARCSEC"] == pytest.approx(md["PSF_FWHM"] * plan.pixel_scale, rel=1e-3)
-        assert md["PSF_N_STARS"] >= 3 and md["PSF_SOURCE"] == "measured"
+        assert md["N_PSF_STARS"] >= 3 and md["PSF_SOURCE"] == "measured"
         # the PSF stars are point sources of the truth catalog, never galaxies
         m = result.psf_measurement
         for x, y in zip(m.star_x, m.star_y):
@@ -206,7 +206,7 @@ def test_zero_point_within_one_percent(plan, refcat) -> None:
         result = characterized(plan, refcat, visit, "ccd13")
         _, truth = post_isr(plan, visit, "ccd13")
         md = result.calexp.metadata
-        assert md["PHOTOCAL_SOURCE"] == "refcat" and md["PHOTOCAL_N_STARS"] >= 5
+        assert md["PHOTOCAL_SOURCE"] == "refcat" and md["N_PHOTOCAL_STARS"] >= 5
         # 1 % in flux is 0.0109 mag
         assert abs(md["ZERO_POINT"] - truth.zero_point) < 0.0108, (visit, md["ZERO_POINT"], truth.zero_point)
         assert result.calexp.photo_calib.zero_point == pytest.approx(md["ZERO_POINT"], abs=1e-9)
@@ -301,7 +301,7 @@ def test_result_background_round_trips_and_is_what_was_subtracted(plan, refcat) 
     diff = exposure.image - back.evaluate() - result.calexp.image
     assert np.max(np.abs(diff[untouched])) < 1e-2
     md = result.calexp.metadata
-    for key in ("BACKGROUND_MEAN", "BACKGROUND_RMS", "PSF_FWHM", "PSF_N_STARS", "PHOTOCAL_N_STARS",
+    for key in ("BACKGROUND_MEAN", "BACKGROUND_RMS", "PSF_FWHM", "N_PSF_STARS", "N_PHOTOCAL_STARS",
                 "ZERO_POINT", "ZERO_POINT_ERR", "N_COSMIC_RAYS", "N_DETECTED"):
         assert key in md and isinstance(md[key], (int, float, str))
     assert (result.calexp.mask & np.int32(bitmask("DETECTED"))).any()

@@ -77,8 +77,8 @@ class PhotoCalResult:
             "PHOTOCAL_SOURCE": "refcat",
             "ZERO_POINT": self.zero_point,
             "ZERO_POINT_ERR": self.zero_point_err,
-            "PHOTOCAL_N_MATCHED": self.n_matched,
-            "PHOTOCAL_N_STARS": self.n_used,
+            "N_PHOTOCAL_MATCHED": self.n_matched,
+            "N_PHOTOCAL_STARS": self.n_used,
         }
 
 

@@ -326,8 +326,8 @@ class PsfMeasurement:
             "PSF_FWHM_MOMENTS": self.fwhm_moments,
             "PSF_SIGMA": self.sigma,
             "PSF_MOFFAT_BETA": self.moffat_beta,
-            "PSF_N_CANDIDATES": self.n_candidates,
-            "PSF_N_STARS": self.n_stars,
+            "N_PSF_CANDIDATES": self.n_candidates,
+            "N_PSF_STARS": self.n_stars,
             "PSF_APCORR": self.aperture_correction,
         }
 
