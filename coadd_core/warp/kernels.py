@@ -25,12 +25,16 @@ __all__ = [
     "grow_block_flags",
     "kernel_weights",
     "lanczos",
+    "warp_block",
     "warp_rows",
 ]
 
 #: Kernel name -> order ``n``: ``2 n`` taps per axis at offsets ``-(n-1) .. n`` from
 #: ``floor(position)``.  Bilinear is order 1 (taps 0 and 1).
 KERNEL_ORDERS: dict[str, int] = {"bilinear": 1, "lanczos3": 3, "lanczos4": 4, "lanczos5": 5}
+
+#: Source positions closer than this (pixels) to a pixel centre are taken as exact.
+SNAP = 1e-9
 
 #: log2 of the side of the source blocks summarised by :func:`grow_block_flags`.
 GROW_BLOCK_SHIFT = 3
@@ -139,14 +143,14 @@ def kernel_weights(f: float, n: int, out: np.ndarray) -> float:
 
     ``f`` is in [0, 1).  Order 1 is the bilinear kernel ``(1 - f, f)``.  At ``f == 0``
     every Lanczos tap but the central one is exactly zero, so a zero shift reproduces
-    the source exactly.
+    the source exactly; fractions below ``SNAP`` count as zero.
     """
     if n == 1:
         out[0] = 1.0 - f
         out[1] = f
         return 1.0
     ntaps = 2 * n
-    if f == 0.0:
+    if f < SNAP:
         for k in range(ntaps):
             out[k] = 0.0
         out[n - 1] = 1.0
@@ -157,16 +161,19 @@ def kernel_weights(f: float, n: int, out: np.ndarray) -> float:
     theta = math.pi * f / n  # in [0, pi/n) <= pi/2
     s = _sin_small(theta)
     c = _cos_small(theta)
+    s1 = _sin_small(math.pi * (1.0 - f) / n)
     inv_pi2 = n / (math.pi * math.pi)
     total = 0.0
     for idx in range(ntaps):
         k = idx - (n - 1)  # tap offset from floor(position)
         u = f - k
-        # sin(pi (f - k)) = (-1)^k sin(pi f);  sin(pi (f - k) / n) by the angle difference
+        # sin(pi (f - k)) = (-1)^k sin(pi f);  sin(pi (f - k) / n) by the angle difference,
+        # except at k = 1 where that difference cancels as f -> 1 while u^2 -> 0
         sk = _TAP_SIN[n, idx]
         ck = _TAP_COS[n, idx]
         sign = 1.0 if (k & 1) == 0 else -1.0
-        w = sign * sin_pf * (s * ck - c * sk) * inv_pi2 / (u * u)
+        sin_un = -s1 if k == 1 else s * ck - c * sk
+        w = sign * sin_pf * sin_un * inv_pi2 / (u * u)
         out[idx] = w
         total += w
     return total
@@ -264,12 +271,16 @@ def _row_setup(
         sx = cur_x[c + 1]
         sy = cur_y[c + 1]
         area[c] = abs((sx - cur_x[c]) * (sy - prev_y[c + 1]) - (sy - cur_y[c]) * (sx - prev_x[c + 1]))
-        ax = math.floor(sx)
-        ay = math.floor(sy)
+        # positions within SNAP of a pixel centre are exact (WCS round-off must not turn
+        # an identity warp into a smoothing one)
+        ax = math.floor(sx + SNAP)
+        ay = math.floor(sy + SNAP)
+        fx = sx - ax
+        fy = sy - ay
         flx[c] = ax
         fly[c] = ay
-        frx[c] = sx - ax
-        fry[c] = sy - ay
+        frx[c] = 0.0 if fx < SNAP else fx
+        fry[c] = 0.0 if fy < SNAP else fy
     if cache_size > 0:
         for c in range(ncols):
             fx = _quantize(frx[c], cache_size)
@@ -294,6 +305,7 @@ def _row_weights(
     sp: np.ndarray,
     sn: np.ndarray,
     cs: np.ndarray,
+    s1: np.ndarray,
 ) -> None:
     """Weights ``w[tap, c]`` (float32) and their sums for the fractions of a row.
 
@@ -313,6 +325,7 @@ def _row_weights(
         theta = math.pi * f / n
         sn[c] = _sin_small(theta)
         cs[c] = _cos_small(theta)
+        s1[c] = -_sin_small(math.pi * (1.0 - f) / n)
         wsum[c] = 0.0
     inv_pi2 = n / (math.pi * math.pi)
     for idx in range(2 * n):
@@ -323,14 +336,15 @@ def _row_weights(
         delta = 1.0 if k == 0 else 0.0
         for c in range(ncols):
             u = frac[c] - k
-            wk = sign * sp[c] * (sn[c] * ck - cs[c] * sk) / (u * u)
+            sin_un = s1[c] if k == 1 else sn[c] * ck - cs[c] * sk
+            wk = sign * sp[c] * sin_un / (u * u)
             wk = delta if frac[c] == 0.0 else wk
             w[idx, c] = np.float32(wk)
             wsum[c] += wk
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _warp_block(
+def warp_block(
     src_img: np.ndarray,
     src_var: np.ndarray,
     src_msk: np.ndarray,
@@ -389,6 +403,7 @@ def _warp_block(
     t1 = np.empty(ncols)
     t2 = np.empty(ncols)
     t3 = np.empty(ncols)
+    t4 = np.empty(ncols)
     _row_positions(
         v0 + r_lo - 1, u0 - 1, ncols + 1, grid_x, grid_y, node_row0, node_col0,
         interp, last_u, last_v, colx, coly, prev_x, prev_y,
@@ -404,8 +419,8 @@ def _warp_block(
             interp, last_u, last_v, colx, coly, cur_x, cur_y,
         )
         _row_setup(cur_x, cur_y, prev_x, prev_y, ncols, cache_size, flx, fly, frx, fry, area)
-        _row_weights(frx, ncols, n, wxs, sumx, t1, t2, t3)
-        _row_weights(fry, ncols, n, wys, sumy, t1, t2, t3)
+        _row_weights(frx, ncols, n, wxs, sumx, t1, t2, t3, t4)
+        _row_weights(fry, ncols, n, wys, sumy, t1, t2, t3, t4)
         for c in range(ncols):
             ax = flx[c]
             ay = fly[c]
@@ -570,7 +585,7 @@ def warp_rows(
         r_lo = blk * nrows // nblocks
         r_hi = (blk + 1) * nrows // nblocks
         if r_lo < r_hi:
-            counts[blk] = _warp_block(
+            counts[blk] = warp_block(
                 src_img, src_var, src_msk, grow_flags, grow_bits, grid_x, grid_y,
                 node_row0, node_col0, interp, last_u, last_v, v0, u0,
                 out_img, out_var, out_msk, order, full_mask_kernel, cache_size, scale,

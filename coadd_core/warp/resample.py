@@ -42,7 +42,15 @@ from ..exposure import Exposure
 from ..geom import Box
 from ..image import MaskedImage
 from ..masks import remap_mask
-from .kernels import GROW_BLOCK_SHIFT, KERNEL_ORDERS, grow_block_flags, kernel_weights, num_threads, warp_rows
+from .kernels import (
+    GROW_BLOCK_SHIFT,
+    KERNEL_ORDERS,
+    grow_block_flags,
+    kernel_weights,
+    num_threads,
+    warp_block,
+    warp_rows,
+)
 from .transform import PixelTransform, grid_chunk
 
 __all__ = [
@@ -56,6 +64,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Upper bound on the grid nodes evaluated per chunk (16 MiB of positions).
+_MAX_CHUNK_NODES = 1 << 20
 
 KernelName = Literal["lanczos3", "lanczos4", "lanczos5", "bilinear"]
 
@@ -84,7 +95,9 @@ class WarperConfig(BaseModel):
         ("EDGE",), description="Mask planes OR-ed over the full warping kernel; LSST growFullMask."
     )
     chunk_rows: int = Field(
-        256, ge=1, description="Output rows per processing chunk (bounds memory); no LSST equivalent."
+        2048,
+        ge=1,
+        description="Output rows per chunk: one grid evaluation and one thread launch each; no LSST equivalent.",
     )
 
 
@@ -168,20 +181,29 @@ def warp_masked_image_into(
     no_data = int(planes.bitmask("NO_DATA"))
     transform = PixelTransform(src_wcs, dest_wcs)
     nthreads = num_threads()
+    interp = max(cfg.interp_length, 1)
+    node_cols = region.width // interp + 3
+    rows_per_chunk = max(1, min(cfg.chunk_rows, _MAX_CHUNK_NODES // node_cols * interp))
     written = 0
-    for y in range(region.y0, region.y1 + 1, cfg.chunk_rows):
-        sub = Box(region.x0, y, region.x1, min(y + cfg.chunk_rows - 1, region.y1))
+    for y in range(region.y0, region.y1 + 1, rows_per_chunk):
+        sub = Box(region.x0, y, region.x1, min(y + rows_per_chunk - 1, region.y1))
         grid = grid_chunk(transform, anchor, cfg.interp_length, sub, src.xy0)
         rows, cols = sub.slices(dest.bbox)
-        written += warp_rows(
+        args = (
             img, var, msk, flags, np.int32(grow_bits),
             grid.grid_x, grid.grid_y, grid.node_row0, grid.node_col0, grid.interp,
             grid.last_u, grid.last_v,
             sub.y0 - anchor.y0 + 1, sub.x0 - anchor.x0 + 1,
             dest.image[rows, cols], dest.variance[rows, cols], dest.mask[rows, cols],
             order, cfg.mask_warping_kernel_name == "", cfg.cache_size, float(scale),
-            np.int32(no_data), write_invalid, max(1, min(nthreads, sub.height)),
+            np.int32(no_data), write_invalid,
         )
+        nblocks = max(1, min(nthreads, sub.height))
+        if nblocks == 1:
+            # no thread launch for serial work
+            written += warp_block(*args, 0, sub.height)
+        else:
+            written += warp_rows(*args, nblocks)
     return written
 
 

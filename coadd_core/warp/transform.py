@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Per-point convergence tolerance (pixels) of the distorted-WCS inverse.
-_INVERSE_TOL = 1e-12
+_INVERSE_TOL = 1e-11
 _INVERSE_MAX_ITER = 50
 
 
@@ -55,27 +55,23 @@ class PixelTransform:
 
     @staticmethod
     def _world_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lin_x, lin_y = wcs.wcs_world2pix(ra, dec, 0)
+        target_x, target_y = wcs.wcs_world2pix(ra, dec, 0)
         if not _has_distortion(wcs):
-            return lin_x, lin_y
-        # Solve lin(p) = target per point by fixed-point iteration on the distortion,
-        # freezing each point once its own correction is negligible.
-        x = np.array(lin_x, dtype=float)
-        y = np.array(lin_y, dtype=float)
-        active = np.isfinite(x) & np.isfinite(y)
+            return target_x, target_y
+        # Solve foc(p) = target per point (foc = pixel + distortion, in pixels) by
+        # fixed-point iteration, freezing each point once its own correction is tiny.
+        x = np.array(target_x, dtype=float)
+        y = np.array(target_y, dtype=float)
+        active = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         for _ in range(_INVERSE_MAX_ITER):
-            if not active.any():
+            if active.size == 0:
                 break
-            xa, ya = x[active], y[active]
-            ra_a, dec_a = wcs.all_pix2world(xa, ya, 0)
-            px, py = wcs.wcs_world2pix(ra_a, dec_a, 0)
-            dx = lin_x[active] - px
-            dy = lin_y[active] - py
-            x[active] = xa + dx
-            y[active] = ya + dy
-            done = (np.abs(dx) < _INVERSE_TOL) & (np.abs(dy) < _INVERSE_TOL)
-            idx = np.flatnonzero(active)
-            active[idx[done]] = False
+            foc = wcs.pix2foc(np.column_stack([x[active], y[active]]), 0)
+            dx = target_x[active] - foc[:, 0]
+            dy = target_y[active] - foc[:, 1]
+            x[active] += dx
+            y[active] += dy
+            active = active[(np.abs(dx) >= _INVERSE_TOL) | (np.abs(dy) >= _INVERSE_TOL)]
         return x, y
 
     def dest_to_src(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
