@@ -447,3 +447,138 @@ def test_warp_exposure_attaches_a_warped_psf(tmp_path) -> None:
     write_exposure(out, path)
     back = read_exposure(path)
     assert back.psf == out.psf
+
+
+# -- direct warps and CoaddInputs ---------------------------------------------------------
+
+from coadd_core.polygon import ValidPolygon  # noqa: E402
+from coadd_core.skymap import make_skymap  # noqa: E402
+from coadd_core.visit_info import VisitInfo  # noqa: E402
+from coadd_core.warp.direct import MakeWarpConfig, make_direct_warp, warp_box  # noqa: E402
+from coadd_core.warp.inputs import CoaddInputs, coadd_inputs_psf_at, get_coadd_inputs  # noqa: E402
+
+
+def _calexp(
+    detector: int,
+    crpix: tuple[float, float],
+    shape: tuple[int, int],
+    value: float,
+    calib: float,
+    psf: Psf | None = None,
+    rot_deg: float = 0.0,
+) -> Exposure:
+    mi = MaskedImage(np.full(shape, value, np.float32), variance=np.full(shape, 2.0, np.float32))
+    return Exposure(
+        mi,
+        wcs=tan_wcs(crpix, rot_deg=rot_deg, crval=(150.0, 2.2)),
+        psf=psf or GaussianPsf(1.8),
+        photo_calib=PhotoCalib(calib),
+        visit_info=VisitInfo(visit_id=1234, detector=detector, physical_filter="r.MP9601", band="r"),
+    )
+
+
+def _patch_geometry() -> tuple[WCS, Box]:
+    """A small patch-like box on a TAN tract WCS with 0.185"/px north-up pixels."""
+    return tan_wcs((300.0, 300.0), crval=(150.0, 2.2)), Box(0, 0, 599, 599)
+
+
+def test_direct_warp_calibrates_pastes_detectors_and_records_inputs() -> None:
+    tract_wcs, outer = _patch_geometry()
+    # two detectors side by side (tract x grows to the east, calexp x to the west here)
+    left = _calexp(3, (350.0, 300.0), (500, 250), value=10.0, calib=2.0)
+    right = _calexp(4, (50.0, 300.0), (500, 250), value=10.0, calib=3.0)
+    far = _calexp(5, (5000.0, 300.0), (500, 250), value=1.0, calib=1.0)
+    warp = make_direct_warp([left, right, far], outer, tract_wcs, visit=1234)
+    assert warp is not None and warp.bbox == warp_box(outer, MakeWarpConfig()) == outer.grown(256)
+    assert warp.unit == "nJy" and warp.photo_calib == PhotoCalib(1.0)
+    good = (warp.mask & NO_DATA) == 0
+    values = np.unique(np.round(warp.image[good], 3))
+    assert set(values.tolist()) == {20.0, 30.0}
+    assert np.all(np.isnan(warp.image[~good])) and np.all(np.isposinf(warp.variance[~good]))
+    # calibration scales the variance by c^2 (times the kernel's noise reduction <= 1)
+    assert np.all(warp.variance[good & (np.round(warp.image, 3) == 30.0)] <= 2.0 * 9.0 + 1e-3)
+    inputs = get_coadd_inputs(warp)
+    assert [r.detector for r in inputs.ccds] == [3, 4]
+    assert [r.id for r in inputs.ccds] == [1234 * 36 + 3, 1234 * 36 + 4]
+    assert sum(r.goodpix for r in inputs.ccds) == warp.metadata["WARP_GOODPIX"] == good.sum()
+    assert inputs.visits[0].visit == 1234 and inputs.visits[0].goodpix == good.sum()
+    rows, cols = outer.slices(warp.bbox)
+    assert warp.metadata["COVERAGE_FRACTION"] == pytest.approx(good[rows, cols].mean())
+    assert warp.metadata["VISIT"] == 1234 and warp.psf is None
+
+
+def test_later_detectors_overwrite_and_gaps_are_no_data() -> None:
+    tract_wcs, outer = _patch_geometry()
+    a = _calexp(1, (300.0, 300.0), (300, 300), value=1.0, calib=1.0)
+    b = _calexp(2, (200.0, 300.0), (300, 300), value=5.0, calib=1.0)  # overlaps a
+    warp = make_direct_warp([a, b], outer, tract_wcs, visit=7)
+    assert warp is not None
+    # a pixel both cover holds b's value
+    x, y = PixelTransform(b.wcs, tract_wcs).src_to_dest(np.array([150.0]), np.array([150.0]))
+    i, j = int(round(float(x[0]))) - warp.bbox.x0, int(round(float(y[0]))) - warp.bbox.y0
+    assert warp.image[j, i] == pytest.approx(5.0)
+
+
+def test_direct_warp_skips_and_returns_none() -> None:
+    tract_wcs, outer = _patch_geometry()
+    assert make_direct_warp([], outer, tract_wcs, visit=1) is None
+    far = _calexp(1, (9000.0, 300.0), (100, 100), value=1.0, calib=1.0)
+    assert make_direct_warp([far], outer, tract_wcs, visit=1) is None
+    nocalib = _calexp(1, (300.0, 300.0), (100, 100), value=1.0, calib=1.0)
+    nocalib.photo_calib = None
+    assert make_direct_warp([nocalib], outer, tract_wcs, visit=1) is None
+    small = _calexp(1, (300.0, 300.0), (100, 100), value=1.0, calib=1.0)
+    assert make_direct_warp([small], outer, tract_wcs, visit=1) is not None
+    strict = MakeWarpConfig(min_coverage_fraction=0.5)
+    assert make_direct_warp([small], outer, tract_wcs, strict, visit=1) is None
+
+
+def test_coadd_inputs_round_trip_through_fits(tmp_path) -> None:
+    from coadd_core.fits_io import read_exposure, write_exposure
+
+    tract_wcs, outer = _patch_geometry()
+    exp = _calexp(2, (300.0, 300.0), (200, 200), value=1.0, calib=1.5, psf=_elliptical_psf())
+    exp.valid_polygon = ValidPolygon.from_box(exp.bbox).shrink(3.0)
+    warp = make_direct_warp([exp], outer, tract_wcs, visit=99)
+    path = tmp_path / "direct.fits"
+    write_exposure(warp, path)
+    back = read_exposure(path)
+    inputs = get_coadd_inputs(back)
+    assert isinstance(inputs, CoaddInputs)
+    assert inputs.to_dict() == get_coadd_inputs(warp).to_dict()
+    row = inputs.ccds[0]
+    assert row.psf == exp.psf and row.valid_polygon == exp.valid_polygon and row.ccd == 2
+    assert row.photo_calib == PhotoCalib(1.5) and row.visit_info == exp.visit_info
+    np.testing.assert_array_equal(back.image, warp.image)
+
+
+def test_coadd_inputs_psf_follows_coverage() -> None:
+    tract_wcs, outer = _patch_geometry()
+    a = _calexp(1, (350.0, 300.0), (500, 240), value=1.0, calib=1.0, psf=GaussianPsf(1.5), rot_deg=20.0)
+    b = _calexp(2, (100.0, 300.0), (500, 240), value=1.0, calib=1.0, psf=GaussianPsf(2.5), rot_deg=20.0)
+    warp = make_direct_warp([a, b], outer, tract_wcs, visit=5)
+    inputs = get_coadd_inputs(warp)
+    for exp, row in zip((a, b), inputs.ccds):
+        x, y = PixelTransform(exp.wcs, tract_wcs).src_to_dest(np.array([120.0]), np.array([250.0]))
+        kernel = coadd_inputs_psf_at(inputs, tract_wcs, float(x[0]), float(y[0]))
+        expected = row.warped_psf(tract_wcs).kernel_image(float(x[0]), float(y[0]))
+        np.testing.assert_allclose(kernel, expected, atol=1e-12)
+        assert kernel.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no input images"):
+        coadd_inputs_psf_at(inputs, tract_wcs, -200.0, -200.0)
+
+
+def test_direct_warp_on_a_rings_skymap_patch() -> None:
+    skymap = make_skymap("rings")
+    tract = skymap.find_tract((150.1, 2.2))
+    patch = tract.find_patch((150.1, 2.2))
+    ra, dec = patch.inner_center_sky()
+    calexp = _calexp(0, (512.0, 1024.0), (2048, 1024), value=3.0, calib=1.0)
+    calexp.wcs = tan_wcs((512.0, 1024.0), rot_deg=0.3, crval=(ra, dec))
+    warp = make_direct_warp([calexp], patch.outer_bbox, tract.wcs, visit=11)
+    assert warp is not None and warp.bbox == patch.outer_bbox.grown(256)
+    good = (warp.mask & NO_DATA) == 0
+    # every calexp pixel lands once, less the Lanczos3 edge (2 + 3 px per axis)
+    assert good.sum() == pytest.approx((2048 - 5) * (1024 - 5), rel=0.003)
+    np.testing.assert_allclose(warp.image[good], 3.0, rtol=1e-4)
+    assert warp.metadata["COVERAGE_FRACTION"] == pytest.approx(good.sum() / patch.outer_bbox.area)

@@ -3,6 +3,15 @@
 Importing the package registers :class:`WarpedPsf` for ``Psf.from_dict``.
 """
 
+from .direct import MakeWarpConfig, make_direct_warp, warp_box
+from .inputs import (
+    COADD_INPUTS_KEY,
+    CcdRow,
+    CoaddInputs,
+    VisitRow,
+    coadd_inputs_psf_at,
+    get_coadd_inputs,
+)
 from .resample import (
     WarperConfig,
     dest_footprint,
@@ -16,6 +25,15 @@ from .transform import PixelTransform
 from .warped_psf import WarpedPsf
 
 __all__ = [
+    "COADD_INPUTS_KEY",
+    "CcdRow",
+    "CoaddInputs",
+    "MakeWarpConfig",
+    "VisitRow",
+    "coadd_inputs_psf_at",
+    "get_coadd_inputs",
+    "make_direct_warp",
+    "warp_box",
     "PixelTransform",
     "WarpedPsf",
     "WarperConfig",

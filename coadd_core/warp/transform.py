@@ -25,8 +25,11 @@ from ..geom import Box
 __all__ = [
     "GridChunk",
     "PixelTransform",
+    "clip_polygon_to_rectangle",
     "grid_chunk",
     "grid_node_count",
+    "map_outline",
+    "polygon_area",
     "relative_area",
 ]
 
@@ -195,3 +198,55 @@ def relative_area(transform: PixelTransform, box: Box) -> np.ndarray:
     bx = sx[1:, 1:] - sx[:-1, 1:]
     by = sy[1:, 1:] - sy[:-1, 1:]
     return np.abs(ax * by - ay * bx)
+
+
+def clip_polygon_to_rectangle(
+    vertices: np.ndarray, x0: float, y0: float, x1: float, y1: float
+) -> np.ndarray:
+    """Part of a polygon (``N x 2`` vertices) inside ``[x0, x1] x [y0, y1]`` (Sutherland-Hodgman).
+
+    Exact for convex polygons; returns an empty ``0 x 2`` array when nothing is inside.
+    """
+    pts = [tuple(v) for v in np.asarray(vertices, dtype=float)]
+
+    def clip(points: list[tuple[float, float]], axis: int, bound: float, keep_below: bool) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        n = len(points)
+        for i in range(n):
+            cur = points[i]
+            prev = points[i - 1]
+            cur_in = cur[axis] <= bound if keep_below else cur[axis] >= bound
+            prev_in = prev[axis] <= bound if keep_below else prev[axis] >= bound
+            if cur_in != prev_in:
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if cur_in:
+                out.append(cur)
+        return out
+
+    for axis, bound, below in ((0, x0, False), (0, x1, True), (1, y0, False), (1, y1, True)):
+        if not pts:
+            break
+        pts = clip(pts, axis, bound, below)
+    return np.array(pts, dtype=float).reshape(-1, 2)
+
+
+def polygon_area(vertices: np.ndarray) -> float:
+    """Unsigned shoelace area of ``N x 2`` vertices (0 for fewer than 3)."""
+    v = np.asarray(vertices, dtype=float)
+    if len(v) < 3:
+        return 0.0
+    x, y = v[:, 0], v[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)))
+
+
+def map_outline(
+    vertices: np.ndarray, transform: PixelTransform, points_per_edge: int = 16
+) -> np.ndarray:
+    """A source-pixel polygon densified and mapped into destination pixels (``M x 2``)."""
+    start = np.asarray(vertices, dtype=float)
+    end = np.roll(start, -1, axis=0)
+    t = np.arange(points_per_edge, dtype=float)[None, :, None] / points_per_edge
+    pts = (start[:, None, :] + t * (end - start)[:, None, :]).reshape(-1, 2)
+    dx, dy = transform.src_to_dest(pts[:, 0], pts[:, 1])
+    return np.column_stack([dx, dy])
