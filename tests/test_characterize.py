@@ -495,3 +495,16 @@ def test_full_size_ccd_in_a_few_seconds() -> None:
     assert md["PSF_FWHM"] == pytest.approx(4.5, rel=0.02)
     assert md["N_COSMIC_RAYS"] >= 250
     assert elapsed < 8.0, elapsed
+
+
+def test_configs_are_frozen_serialisable_models() -> None:
+    config = CharacterizeConfig()
+    again = CharacterizeConfig.model_validate_json(config.model_dump_json())
+    assert again == config
+    assert config.background.bin_size == 128 and config.detection.threshold_value == 5.0
+    assert config.cosmic_ray.min_sigma == 6.0 and config.psf.stamp_size == 41
+    with pytest.raises(Exception):
+        config.psf_iterations = 3  # type: ignore[misc]
+    for model in (config, config.cosmic_ray, config.psf, config.photocal, config.photocal.columns):
+        for name, info in type(model).model_fields.items():
+            assert info.description, f"{type(model).__name__}.{name} has no description"

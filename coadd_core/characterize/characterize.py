@@ -74,10 +74,10 @@ class CharacterizeResult:
     cosmic_rays: list[CosmicRayResult] = field(default_factory=list)
 
 
-def _refit_background(mi: MaskedImage, model: BackgroundModel, characterize_config: CharacterizeConfig) -> BackgroundModel:
+def _refit_background(mi: MaskedImage, model: BackgroundModel, config: CharacterizeConfig) -> BackgroundModel:
     """Put the old model back and fit again (now without the DETECTED pixels)."""
     mi.image += model.evaluate()
-    return subtract_background(mi, characterize_config.background)
+    return subtract_background(mi, config.background)
 
 
 def _sky_noise(mi: MaskedImage) -> float:

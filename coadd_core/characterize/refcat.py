@@ -105,6 +105,5 @@ def read_refcat(
         if extra in table.colnames:
             out[extra] = table[extra]
     out.meta.update(table.meta)
-    out.meta["refcat_source"] = origin
     logger.debug("read %d reference objects with bands %s from %s", len(out), list(bands), origin)
     return out
