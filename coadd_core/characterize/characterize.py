@@ -27,10 +27,10 @@ Order, as LSST does it:
    image unit), ``ZERO_POINT_ERR`` (NaN when nominal), ``N_PHOTOCAL_MATCHED``,
    ``N_PHOTOCAL_STARS``; ``N_COSMIC_RAYS``, ``N_CR_PIXELS``, ``N_DETECTED``.
 
-A 2048 x 4612 CCD takes 0.9-1.3 s of CPU on one core (measured on a shared two-core
-machine; about a third each in detection and the two background fits, a sixth in the
-PSF, the cosmic rays and photometry under 0.1 s each), so ISR plus characterisation of
-the 36 CCDs of an exposure fits the two-minute budget on two cores.
+A 2048 x 4612 CCD takes 1.0-1.5 s on one core (measured on a shared two-core machine:
+the background fits about a third, the two detections 45 %, the PSF an eighth, cosmic
+rays and photometry 0.1 s together), so ISR plus characterisation of the 36 CCDs of an
+exposure fits the two-minute budget on two cores.
 """
 
 from __future__ import annotations
