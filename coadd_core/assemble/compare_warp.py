@@ -118,14 +118,20 @@ def candidates_from_footprints(fp: Footprints) -> ArtifactCandidates:
 
 @dataclass
 class FindArtifactsResult:
-    """Per-warp alternative masks (None where a warp has none), the epoch-count and
-    input-count images, and the surviving artifact candidates per warp."""
+    """Per-warp alternative masks (in input order), the epoch-count and input-count
+    images, and the surviving artifact candidates per warp."""
 
-    alt_masks: list[AltMask | None]
+    alt_masks: list[AltMask]
     epoch_count: np.ndarray
     n_image: np.ndarray
     candidates: list[ArtifactCandidates | None] = field(default_factory=list)
     template_footprints: Footprints | None = None
+    visits: list[int | None] = field(default_factory=list)
+
+    @property
+    def alt_masks_by_visit(self) -> dict[int, AltMask]:
+        """Alternative masks keyed by visit (warps given as None have no visit)."""
+        return {v: a for v, a in zip(self.visits, self.alt_masks) if v is not None}
 
 
 @dataclass
@@ -328,7 +334,7 @@ def find_artifacts(
         candidates[i] = cands
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
-    alt_masks: list[AltMask | None] = []
+    alt_masks: list[AltMask] = []
     n_clipped = 0
     for i in range(n_warps):
         cands = candidates[i]
@@ -339,7 +345,8 @@ def find_artifacts(
         n_clipped += 0 if cands is None else cands.n
         alt_masks.append(AltMask(clipped=clipped, no_data=no_data_spans[i], edge=edge_spans[i]))
     logger.info("found %d artifacts in %d warps in %.2fs", n_clipped, n_warps, time.perf_counter() - t0)
-    return FindArtifactsResult(alt_masks, epoch_count, n_image, candidates, template_fp)
+    visits = [None if h is None else int(h.visit) for h in psf_matched_handles]
+    return FindArtifactsResult(alt_masks, epoch_count, n_image, candidates, template_fp, visits)
 
 
 # --------------------------------------------------------------------------------------
@@ -365,6 +372,8 @@ def compare_warp_assemble(
 ) -> CompareWarpResult:
     """CompareWarp coadd of the direct warps (§7.3): weights, template, artifacts, then a
     mean with CLIPPED inputs excluded and warp EDGE areas flagged on the coadd."""
+    if config.do_filter_morphological:
+        raise NotImplementedError("the streak filter (doFilterMorphological) is not available")
     weights = compute_weights(direct_handles, config, patch_bbox=patch_bbox)
     used = [h for h, _ in weights]
     if template is None:
