@@ -362,3 +362,67 @@ def test_assembled_coadd_psf_from_warps():
     psf_matched = assemble(compute_weights(handles(warps), StaticSkyModelConfig()), PATCH, WCS0,
                            StaticSkyModelConfig())
     assert isinstance(psf_matched.coadd.psf, GaussianPsf)
+
+
+# --------------------------------------------------------------------------------------
+# CoaddInputs
+# --------------------------------------------------------------------------------------
+
+
+def _inputs_for(visit: int, sigma_left: float, sigma_right: float):
+    from coadd_core.warp.inputs import CcdRow, CoaddInputs, VisitRow
+
+    calexp_wcs = tract_wcs(0.2)
+    left = Box(PATCH.x0 - 50, PATCH.y0 - 50, PATCH.x0 + 39, PATCH.y1 + 50)
+    right = Box(PATCH.x0 + 40, PATCH.y0 - 50, PATCH.x1 + 50, PATCH.y1 + 50)
+    ccds = [
+        CcdRow(id=visit * 100 + 2, visit=visit, detector=2, goodpix=100, weight=1.0, bbox=right, wcs=calexp_wcs,
+               psf=GaussianPsf(sigma_right, size=25)),
+        CcdRow(id=visit * 100 + 1, visit=visit, detector=1, goodpix=100, weight=1.0, bbox=left, wcs=calexp_wcs,
+               psf=GaussianPsf(sigma_left, size=25)),
+    ]
+    return CoaddInputs([VisitRow(visit=visit, goodpix=200, weight=1.0, bbox=PATCH)], ccds)
+
+
+def test_coadd_records_inputs_and_builds_psf_from_ccd_rows():
+    from coadd_core.warp.inputs import get_coadd_inputs
+
+    rng = np.random.default_rng(14)
+    warps = []
+    for visit, var in ((7, 1.0), (3, 4.0)):
+        w = make_warp(rng.normal(0, math.sqrt(var), PATCH.shape), var, visit=visit)
+        w.metadata["coadd_inputs"] = _inputs_for(visit, 1.5, 3.0)
+        warps.append(w)
+    cfg = AssembleCoaddConfig()
+    res = assemble(compute_weights(handles(warps), cfg), PATCH, WCS0, cfg)
+    inputs = get_coadd_inputs(res.coadd)
+    assert [v.visit for v in inputs.visits] == [3, 7]
+    assert [c.id for c in inputs.ccds] == [301, 302, 701, 702]
+    assert [c.weight for c in inputs.ccds] == pytest.approx([0.25, 0.25, 1.0, 1.0], rel=1e-6)
+    psf = res.coadd.psf
+    assert isinstance(psf, CoaddPsf) and len(psf.inputs) == 4
+    k_left = psf.kernel_image(PATCH.x0 + 10.0, PATCH.y0 + 30.0)
+    k_right = psf.kernel_image(PATCH.x0 + 70.0, PATCH.y0 + 30.0)
+    assert ImagePsf(k_left).sigma == pytest.approx(ImagePsf(GaussianPsf(1.5, size=25).kernel_image()).sigma, rel=0.01)
+    assert ImagePsf(k_right).sigma == pytest.approx(ImagePsf(GaussianPsf(3.0, size=25).kernel_image()).sigma, rel=0.01)
+
+
+def test_compare_warp_uses_psf_matched_polygons():
+    from dataclasses import replace as dc_replace
+
+    from coadd_core.assemble.compare_warp import with_psf_matched_polygons
+
+    direct = WarpHandle.from_exposure(make_warp(0.0, 1.0, visit=5))
+    direct = dc_replace(direct, coadd_inputs=_inputs_for(5, 1.5, 3.0))
+    shrunk = ValidPolygon.from_box(Box(PATCH.x0 + 45, PATCH.y0, PATCH.x1, PATCH.y1))
+    matched_rows = [row.with_valid_polygon(shrunk) if row.detector == 2 else row
+                    for row in _inputs_for(5, 2.5, 2.5).ccds]
+    matched = dc_replace(direct, coadd_inputs=_inputs_for(5, 2.5, 2.5).with_ccds(matched_rows))
+    out = with_psf_matched_polygons(direct, matched)
+    polys = {row.detector: row.valid_polygon for row in out.coadd_inputs.ccds}
+    assert polys[2] == shrunk and polys[1] is None
+    assert {row.detector: row.psf.sigma for row in out.coadd_inputs.ccds} == {1: 1.5, 2: 3.0}
+    extra = _inputs_for(6, 2.5, 2.5).ccds[0]
+    bad = dc_replace(matched, coadd_inputs=matched.coadd_inputs.with_ccds(list(matched_rows) + [extra]))
+    with pytest.raises(ValueError, match="not in the direct warp"):
+        with_psf_matched_polygons(direct, bad)

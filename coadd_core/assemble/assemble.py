@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ from ..interpolate import interpolate_over
 from ..masks import MaskPlanes, remap_mask, standard_planes
 from ..photocalib import PhotoCalib
 from ..stats import StackResult, StatsConfig, stack
+from ..warp.inputs import COADD_INPUTS_KEY, CoaddInputs
 from .alt_masks import AltMask, apply_alt_edge_mask, apply_alt_mask
 from .coadd_psf import make_coadd_psf
 from .config import AssembleCoaddConfig
@@ -34,6 +35,7 @@ __all__ = [
     "AssembleResult",
     "NoWorkFound",
     "assemble",
+    "coadd_inputs_table",
     "rejected_mask_map",
     "stats_config",
     "stack_subregions",
@@ -189,6 +191,26 @@ def stack_subregions(
     )
 
 
+def coadd_inputs_table(handles_and_weights: Sequence[tuple[WarpHandle, float]]) -> CoaddInputs | None:
+    """The coadd's inputs: every warp's visit row and ccd rows with the coadd weight,
+    sorted by id; a warp without exactly one visit row is left out with a warning."""
+    visits = []
+    ccds = []
+    for handle, weight in handles_and_weights:
+        table = handle.coadd_inputs
+        if table is None:
+            continue
+        if len(table.visits) != 1:
+            logger.warning("warp of visit %d has %d visit rows in its inputs; not recorded",
+                           handle.visit, len(table.visits))
+            continue
+        visits.append(replace(table.visits[0], weight=float(weight)))
+        ccds.extend(replace(row, weight=float(weight)) for row in table.ccds)
+    if not visits:
+        return None
+    return CoaddInputs(sorted(visits, key=lambda v: v.visit), sorted(ccds, key=lambda c: c.id))
+
+
 def _finish_masks(mi: MaskedImage) -> None:
     """§6.4 steps 5-6: INEXACT_PSF where inputs were rejected or clipped; zero variance is no data."""
     planes = mi.planes
@@ -258,10 +280,14 @@ def assemble(
     band = next((h.band for h in handles if h.band is not None), None)
     if band is not None:
         metadata["BAND"] = band
+    result_metadata = dict(metadata)
+    inputs = coadd_inputs_table(handles_and_weights)
+    if inputs is not None:
+        metadata[COADD_INPUTS_KEY] = inputs
     coadd = Exposure(coadd_mi, wcs=tract_wcs, psf=psf, photo_calib=PhotoCalib(1.0), metadata=metadata)
     logger.info(
         "assembled %s coadd of %d warps over %s in %.2fs (%d pixels interpolated)",
         config.statistic, len(handles), patch_bbox, time.perf_counter() - t_start, n_interp,
     )
-    return AssembleResult(coadd, n_image, dict(metadata))
+    return AssembleResult(coadd, n_image, result_metadata)
 

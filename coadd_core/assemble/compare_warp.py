@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numba
@@ -45,6 +45,7 @@ __all__ = [
     "filter_artifacts",
     "find_artifacts",
     "prefilter_artifacts",
+    "with_psf_matched_polygons",
 ]
 
 logger = logging.getLogger(__name__)
@@ -354,6 +355,20 @@ def find_artifacts(
 # --------------------------------------------------------------------------------------
 
 
+def with_psf_matched_polygons(direct: WarpHandle, psf_matched: WarpHandle | None) -> WarpHandle:
+    """The direct warp with its ccd rows' valid polygons replaced by the (shrunk) ones of
+    the matching PSF-matched warp's rows, for the coadd PSF (LSST doUsePsfMatchedPolygons)."""
+    if psf_matched is None or direct.coadd_inputs is None or psf_matched.coadd_inputs is None:
+        return direct
+    polygons = {row.id: row.valid_polygon for row in psf_matched.coadd_inputs.ccds}
+    direct_ids = {row.id for row in direct.coadd_inputs.ccds}
+    missing = sorted(set(polygons) - direct_ids)
+    if missing:
+        raise ValueError(f"visit {direct.visit}: PSF-matched ccd rows {missing} are not in the direct warp")
+    rows = [row.with_valid_polygon(polygons.get(row.id, row.valid_polygon)) for row in direct.coadd_inputs.ccds]
+    return replace(direct, coadd_inputs=direct.coadd_inputs.with_ccds(rows))
+
+
 def _match_psf_matched(
     direct: Sequence[WarpHandle], psf_matched: Sequence[WarpHandle | None]
 ) -> list[WarpHandle | None]:
@@ -380,6 +395,7 @@ def compare_warp_assemble(
         template = build_template(psf_matched_handles, patch_bbox, tract_wcs, config.assemble_static_sky_model)
     matched = _match_psf_matched(used, psf_matched_handles)
     found = find_artifacts(template, matched, config)
+    weights = [(with_psf_matched_polygons(h, m), w) for (h, w), m in zip(weights, matched)]
     result: AssembleResult = assemble(
         weights, patch_bbox, tract_wcs, config, alt_masks=found.alt_masks, extra_bad_mask_planes=("CLIPPED",)
     )

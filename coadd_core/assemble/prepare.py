@@ -24,6 +24,7 @@ from ..masks import remap_mask, standard_planes
 from ..geom import Box
 from ..psf import Psf
 from ..stats import meanclip
+from ..warp.inputs import CoaddInputs
 
 __all__ = ["NoWorkFound", "WarpHandle", "compute_weights", "mean_variance"]
 
@@ -48,7 +49,7 @@ class WarpHandle:
     bbox: Box
     read: Callable[[Box], Exposure] = field(repr=False)
     psf: Psf | None = field(default=None, repr=False)
-    coadd_inputs: Any = field(default=None, repr=False)
+    coadd_inputs: CoaddInputs | None = field(default=None, repr=False)
     mean_variance: float | None = None
     unit: str | None = "nJy"
     band: str | None = None
@@ -63,7 +64,7 @@ class WarpHandle:
             bbox=exposure.bbox,
             read=exposure.subset,
             psf=exposure.psf,
-            coadd_inputs=kwargs.pop("coadd_inputs", _coadd_inputs_of(exposure)),
+            coadd_inputs=kwargs.pop("coadd_inputs", CoaddInputs.from_metadata(exposure.metadata)),
             unit=kwargs.pop("unit", exposure.unit),
             band=kwargs.pop("band", exposure.band),
             **kwargs,
@@ -81,7 +82,7 @@ class WarpHandle:
             bbox=info.bbox,
             read=SectionReader(target, info),
             psf=info.psf,
-            coadd_inputs=kwargs.pop("coadd_inputs", info.metadata.get("coadd_inputs")),
+            coadd_inputs=kwargs.pop("coadd_inputs", CoaddInputs.from_metadata(info.metadata)),
             unit=kwargs.pop("unit", info.unit),
             band=kwargs.pop("band", None if info.visit_info is None else info.visit_info.band),
             **kwargs,
@@ -131,10 +132,6 @@ def _visit_of(visit_info: Any, metadata: dict[str, Any]) -> int:
         if value is not None:
             return int(value)
     raise ValueError("the warp has no visit id: pass visit=")
-
-
-def _coadd_inputs_of(exposure: Exposure) -> Any:
-    return getattr(exposure, "coadd_inputs", None) or exposure.metadata.get("coadd_inputs")
 
 
 def mean_variance(exposure: Exposure, config: Any) -> float:
