@@ -76,3 +76,34 @@ def test_calibs_then_isr(repo: Path, prefect_harness: None) -> None:
     with Butler.open(repo) as butler:
         assert len(butler.query_datasets("calexp", "u/test/isr")) == 8
         assert butler.orphans() == []
+
+
+def test_a_broken_raw_fails_alone(repo: Path, prefect_harness: None, tmp_path: Path) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.calibs import calibs_flow
+    from flows.isr import isr_flow
+
+    # Idempotent: made here when this test runs on its own, skipped after the test above.
+    calibs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(
+        repo=str(repo), inputs=["MegaPrime/raw/all"], output="MegaPrime/calib"
+    )
+    with Butler.open(repo) as butler:
+        raws = butler.query_datasets("raw", "MegaPrime/raw/all", "exposure.observation_type = 'science' AND exposure = 1800006")
+        path = Path(butler.datastore.path_from_uri(raws[0].uri))
+    target = path.resolve()
+    saved = target.read_bytes()
+    try:
+        target.write_bytes(saved[: len(saved) // 3])  # truncated on disk after ingest
+        isr = isr_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
+        out = isr(
+            repo=str(repo), inputs=["MegaPrime/raw/all", "MegaPrime/calib"], output="u/test/broken",
+            where="exposure IN (1800005, 1800006)",
+        )
+    finally:
+        target.write_bytes(saved)
+    assert out["made"] == 2
+    assert sorted(label for label, _ in out["failed"]) == ["exposure 1800006 detector 13", "exposure 1800006 detector 22"]
+    with Butler.open(repo) as butler:
+        got = butler.query_datasets("calexp", "u/test/broken")
+        assert {r.data_id["visit"] for r in got} == {1800005}
