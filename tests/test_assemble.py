@@ -426,3 +426,25 @@ def test_compare_warp_uses_psf_matched_polygons():
     bad = dc_replace(matched, coadd_inputs=matched.coadd_inputs.with_ccds(list(matched_rows) + [extra]))
     with pytest.raises(ValueError, match="not in the direct warp"):
         with_psf_matched_polygons(direct, bad)
+
+
+def test_coadd_fits_round_trip_keeps_psf_and_inputs(tmp_path):
+    from coadd_core.fits_io import read_exposure
+    from coadd_core.warp.inputs import get_coadd_inputs
+
+    rng = np.random.default_rng(15)
+    warps = []
+    for visit in (4, 9):
+        w = make_warp(rng.normal(0, 1, PATCH.shape), 1.0, visit=visit)
+        w.metadata["coadd_inputs"] = _inputs_for(visit, 1.5, 3.0)
+        warps.append(w)
+    cfg = AssembleCoaddConfig()
+    coadd = assemble(compute_weights(handles(warps), cfg), PATCH, WCS0, cfg).coadd
+    write_exposure(coadd, tmp_path / "coadd.fits")
+    back = read_exposure(tmp_path / "coadd.fits")
+    np.testing.assert_array_equal(back.image, coadd.image)
+    assert isinstance(back.psf, CoaddPsf)
+    x, y = PATCH.x0 + 60.0, PATCH.y0 + 20.0
+    np.testing.assert_array_equal(back.psf.kernel_image(x, y), coadd.psf.kernel_image(x, y))
+    assert [c.id for c in get_coadd_inputs(back).ccds] == [401, 402, 901, 902]
+    assert back.unit == "nJy" and back.metadata["COADD_VISITS"] == [4, 9]
