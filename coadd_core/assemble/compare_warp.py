@@ -32,7 +32,7 @@ from .alt_masks import AltMask, empty_spans, spans_from_mask
 from .assemble import AssembleResult, assemble
 from .config import CompareWarpConfig, StaticSkyModelConfig
 from .prepare import NoWorkFound, WarpHandle, compute_weights
-from .scale_variance import scale_variance
+from .scale_variance import measure_variance_scale
 
 __all__ = [
     "ArtifactCandidates",
@@ -41,6 +41,7 @@ __all__ = [
     "build_template",
     "compare_warp_assemble",
     "detect_template_footprints",
+    "difference_into",
     "effective_max_epochs",
     "filter_artifacts",
     "find_artifacts",
@@ -263,21 +264,37 @@ def filter_artifacts(
     return candidates.select(keep)
 
 
-def _read_patch(handle: WarpHandle, bbox: Box, planes: MaskPlanes) -> MaskedImage:
-    """The warp over the whole patch: NaN / NO_DATA where it has no pixels."""
+def difference_into(
+    handle: WarpHandle, template: MaskedImage, config: CompareWarpConfig, diff: MaskedImage
+) -> None:
+    """``diff`` := warp - template over the patch (§7.3c): the warp's variance rescaled
+    to its measured noise, plus the template's; the warp's mask; NaN / NO_DATA where the
+    warp has no pixels.  Writes into ``diff``'s arrays, so one buffer serves every warp;
+    the warp itself is only read."""
+    bbox = diff.bbox
+    planes = diff.planes
     inter = bbox.intersection(handle.bbox)
-    if inter == bbox:
-        section = handle.read(bbox)
-        mi = section.masked_image.copy()
-        if mi.planes != planes:
-            mask, _ = remap_mask(mi.mask, mi.planes, planes)
-            mi = MaskedImage(mi.image, mask, mi.variance, xy0=bbox.xy0, planes=planes)
-        return mi
-    mi = MaskedImage(np.full(bbox.shape, np.nan, np.float32), np.full(bbox.shape, planes.bitmask("NO_DATA"), np.int32),
-                     np.full(bbox.shape, np.inf, np.float32), xy0=bbox.xy0, planes=planes)
-    if not inter.is_empty():
-        mi.assign(handle.read(inter).masked_image)
-    return mi
+    if inter != bbox:
+        diff.image.fill(np.nan)
+        diff.mask.fill(planes.bitmask("NO_DATA"))
+        diff.variance.fill(np.inf)
+    if inter.is_empty():
+        return
+    section = handle.read(inter).masked_image
+    factor = 1.0
+    if config.do_scale_warp_variance:
+        try:
+            factor = measure_variance_scale(section, config.scale_warp_variance)
+        except Exception as exc:  # noqa: BLE001 - LSST: warn and go on unscaled
+            logger.warning("visit %d: variance not rescaled: %s", handle.visit, exc)
+    sl = inter.slices(bbox)
+    np.subtract(section.image, template.image[sl], out=diff.image[sl])
+    mask = section.mask
+    if section.planes != planes:
+        mask, _ = remap_mask(mask, section.planes, planes)
+    diff.mask[sl] = mask
+    np.multiply(section.variance, np.float32(factor), out=diff.variance[sl])
+    diff.variance[sl] += template.variance[sl]
 
 
 def find_artifacts(
@@ -295,8 +312,6 @@ def find_artifacts(
     t0 = time.perf_counter()
     bbox = template.bbox
     planes = standard_planes()
-    template_mi = template.masked_image.copy()
-    template_mi.mask[...] = 0
     template_fp = detect_template_footprints(template, config) if config.do_preserve_contained_by_source else None
     sigma = _psf_sigma(template.psf)
     epoch_count = np.zeros(bbox.shape, dtype=np.int32)
@@ -307,19 +322,14 @@ def find_artifacts(
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
     whole = spans_from_mask(np.ones(bbox.shape, bool), bbox)
     bad_for_count = np.int32(planes.bitmask("NO_DATA", "BAD", "SAT"))
+    diff = MaskedImage.empty(bbox, planes=planes)
+    finite = np.empty(bbox.shape, dtype=bool)
     for i, handle in enumerate(psf_matched_handles):
         if handle is None:
             no_data_spans[i] = whole
             continue
-        warp = _read_patch(handle, bbox, planes)
-        if config.do_scale_warp_variance:
-            try:
-                scale_variance(warp, config.scale_warp_variance)
-            except Exception as exc:  # noqa: BLE001 - LSST: warn and go on unscaled
-                logger.warning("visit %d: variance not rescaled: %s", handle.visit, exc)
-        diff = MaskedImage(warp.image - template_mi.image, warp.mask.copy(), warp.variance + template_mi.variance,
-                           xy0=bbox.xy0, planes=planes)
-        del warp
+        difference_into(handle, template.masked_image, config, diff)
+        np.isfinite(diff.image, out=finite)
         finite = np.isfinite(diff.image)
         n_image += finite & ((diff.mask & bad_for_count) == 0)
         result = detect_footprints(diff, sigma, config.detect)
