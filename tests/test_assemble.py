@@ -448,3 +448,26 @@ def test_coadd_fits_round_trip_keeps_psf_and_inputs(tmp_path):
     np.testing.assert_array_equal(back.psf.kernel_image(x, y), coadd.psf.kernel_image(x, y))
     assert [c.id for c in get_coadd_inputs(back).ccds] == [401, 402, 901, 902]
     assert back.unit == "nJy" and back.metadata["COADD_VISITS"] == [4, 9]
+
+
+def test_file_handle_reads_sections_like_read_exposure_and_pickles(tmp_path):
+    import pickle
+
+    from coadd_core.exposure import assert_exposures_equal
+    from coadd_core.fits_io import read_exposure
+
+    rng = np.random.default_rng(16)
+    warp = make_warp(rng.normal(0, 1, PATCH.shape), 1.0, visit=3)
+    warp.mask[5:9, 7:30] = bitmask("SAT")
+    path = tmp_path / "w.fits"
+    write_exposure(warp, path)
+    handle = WarpHandle.from_file(path)
+    for box in (Box(PATCH.x0, PATCH.y0 + 3, PATCH.x1, PATCH.y0 + 20), Box(PATCH.x0 + 5, PATCH.y0, PATCH.x0 + 9, PATCH.y1)):
+        assert_exposures_equal(handle.read(box), read_exposure(path, bbox=box))
+    again = pickle.loads(pickle.dumps(handle))  # the open file is dropped and reopened
+    box = Box(PATCH.x0, PATCH.y0, PATCH.x1, PATCH.y0 + 4)
+    a, b = again.read(box), read_exposure(path, bbox=box)
+    for plane in ("image", "mask", "variance"):
+        np.testing.assert_array_equal(getattr(a, plane), getattr(b, plane))
+    with pytest.raises(ValueError):
+        handle.read(PATCH.grown(1))
