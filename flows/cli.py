@@ -406,6 +406,19 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--refcat", default=None, help="reference catalog name (default: the only one ingested)")
     i.add_argument("--save-post-isr", action="store_true", help="also write postISRCCD datasets")
     i.set_defaults(func=_cmd_run_isr)
+    w = stages.add_parser(
+        "warp",
+        help="calexps to direct and PSF-matched warps on every patch each visit overlaps",
+        description=(
+            "One task per visit: its calexps (calibrated to nJy) are Lanczos3-warped onto each patch's "
+            "outer box (deepCoadd_directWarp) and PSF-matched to the model PSF "
+            "(deepCoadd_psfMatchedWarp). With no -d, every visit and every patch it overlaps; -d may use "
+            "visit, detector, band, tract and patch."
+        ),
+    )
+    cli_common.add_run_arguments(w)
+    w.add_argument("--skymap", default=None, help="sky map name (default: the one registered)")
+    w.set_defaults(func=_cmd_run_warp)
 
 
 def _finish_stage(result: dict) -> int:
@@ -430,6 +443,16 @@ def _cmd_run_isr(args: argparse.Namespace) -> int:
     result = run_isr_stage(
         args.repo, args.inputs, args.output, where=args.data_query, clobber=args.clobber,
         refcat=args.refcat, save_post_isr=args.save_post_isr, task_runner=args.task_runner,
+    )
+    return _finish_stage(result)
+
+
+def _cmd_run_warp(args: argparse.Namespace) -> int:
+    from flows.warp import run_warp_stage
+
+    result = run_warp_stage(
+        args.repo, args.inputs, args.output, where=args.data_query, clobber=args.clobber,
+        skymap=args.skymap, task_runner=args.task_runner,
     )
     return _finish_stage(result)
 

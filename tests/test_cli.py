@@ -27,6 +27,7 @@ SUBCOMMANDS = [
     ["run"],
     ["run", "calibs"],
     ["run", "isr"],
+    ["run", "warp"],
     ["query"],
     ["query", "datasets"],
     ["query", "collections"],
