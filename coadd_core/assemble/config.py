@@ -196,10 +196,10 @@ class CompareWarpConfig(AssembleCoaddConfig):
         default_factory=default_template_detection, description="Detection on the template; LSST detectTemplate."
     )
     max_detect_template_iter: int = Field(
-        10, ge=1, description="Attempts of template detection; LSST maxNumDetectTemplateIter (10)."
+        10, ge=1, description="Attempts at template detection; LSST findArtifacts retry limit (10)."
     )
     detect_template_multiplier: float = Field(
-        1.25, gt=1, description="Threshold factor per failed attempt; LSST detectTemplate retry multiplier 1.25."
+        1.25, gt=1, description="Threshold factor per failed attempt; LSST findArtifacts retry factor 1.25."
     )
     max_num_epochs: int = Field(2, ge=0, description="Epochs an artifact may appear in; LSST maxNumEpochs, 2.")
     max_fraction_epochs_low: float = Field(
