@@ -1,4 +1,16 @@
-"""Coadd assembly: AssembleCoadd, CompareWarp and SafeClip (ALGORITHMS.md §6-§8)."""
+"""Coadd assembly: AssembleCoadd, CompareWarp and SafeClip (ALGORITHMS.md §6-§8).
+
+Warps are passed as :class:`WarpHandle` objects (visit, box, a ``read(bbox)`` callable,
+PSF, CoaddInputs) so that only the section of each sub-region is ever in memory::
+
+    direct = [WarpHandle.from_file(p) for p in direct_paths]
+    psf_matched = [WarpHandle.from_file(p) for p in psf_matched_paths]
+    result = compare_warp_assemble(direct, psf_matched, patch_bbox, tract_wcs, CompareWarpConfig())
+    result.coadd, result.n_image, result.template, result.alt_masks, result.epoch_count
+
+The steps are also usable one by one: ``compute_weights``, ``assemble``,
+``build_template``, ``find_artifacts``, ``filter_artifacts``, ``safe_clip_assemble``.
+"""
 
 from .alt_masks import AltMask
 from .assemble import AssembleResult, assemble, process_results, stats_config
