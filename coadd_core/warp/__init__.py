@@ -12,6 +12,12 @@ from .inputs import (
     coadd_inputs_psf_at,
     get_coadd_inputs,
 )
+from .psf_matched import (
+    ModelPsfConfig,
+    PsfMatchConfig,
+    make_model_psf,
+    make_psf_matched_warp,
+)
 from .resample import (
     WarperConfig,
     dest_footprint,
@@ -29,10 +35,14 @@ __all__ = [
     "CcdRow",
     "CoaddInputs",
     "MakeWarpConfig",
+    "ModelPsfConfig",
+    "PsfMatchConfig",
     "VisitRow",
     "coadd_inputs_psf_at",
     "get_coadd_inputs",
     "make_direct_warp",
+    "make_model_psf",
+    "make_psf_matched_warp",
     "warp_box",
     "PixelTransform",
     "WarpedPsf",

@@ -1,0 +1,300 @@
+"""PSF-matched warps (ALGORITHMS.md §5.3, §11.12): common PSF, flux, masks, polygons, reporting."""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import lru_cache
+
+import numba
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from coadd_core.exposure import Exposure
+from coadd_core.geom import Box
+from coadd_core.image import MaskedImage
+from coadd_core.masks import bitmask
+from coadd_core.photocalib import PhotoCalib
+from coadd_core.psf import SIGMA_TO_FWHM, GaussianPsf, ImagePsf, MoffatPsf, Psf, adaptive_moments
+from coadd_core.visit_info import VisitInfo
+from coadd_core.warp import (
+    ModelPsfConfig,
+    PixelTransform,
+    PsfMatchConfig,
+    get_coadd_inputs,
+    make_direct_warp,
+    make_model_psf,
+    make_psf_matched_warp,
+)
+from coadd_core.warp.psf_matched import alard_lupton_basis, fit_matching_kernel
+from coadd_core.wcs_utils import wcs_from_header_dict
+
+NO_DATA = bitmask("NO_DATA")
+BAD = bitmask("BAD")
+FLUX = 1e4
+
+
+def tan_wcs(crpix: tuple[float, float], rot_deg: float = 0.0, scale_arcsec: float = 0.185) -> WCS:
+    s = scale_arcsec / 3600.0
+    th = math.radians(rot_deg)
+    return wcs_from_header_dict(
+        {
+            "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
+            "CRPIX1": crpix[0] + 1.0, "CRPIX2": crpix[1] + 1.0,
+            "CRVAL1": 150.0, "CRVAL2": 2.2,
+            "CD1_1": -s * math.cos(th), "CD1_2": s * math.sin(th),
+            "CD2_1": s * math.sin(th), "CD2_2": s * math.cos(th),
+        }
+    )
+
+
+TRACT_WCS = tan_wcs((300.0, 300.0))
+OUTER = Box(0, 0, 599, 599)
+STARS = [(x + 0.3, y - 0.2) for x in range(150, 480, 110) for y in range(150, 480, 110)]
+
+
+def calexp_with_stars(psf: Psf, rot_deg: float = 10.0, crpix: tuple[float, float] = (300.0, 300.0),
+                      shape: tuple[int, int] = (600, 600), detector: int = 1) -> Exposure:
+    """Stars rendered with ``psf`` (pixel-integrated), flat variance, on a rotated TAN WCS."""
+    img = np.zeros(shape)
+    for x, y in STARS:
+        stamp = psf.compute_image(x, y)
+        b = stamp.bbox.intersection(Box.from_shape(shape))
+        if b.is_empty():
+            continue
+        img[b.slices(Box.from_shape(shape))] += FLUX * stamp.array[b.slices(stamp.bbox)]
+    mi = MaskedImage(img.astype(np.float32), variance=np.full(shape, 1.0, np.float32))
+    return Exposure(
+        mi,
+        wcs=tan_wcs(crpix, rot_deg=rot_deg),
+        psf=psf,
+        photo_calib=PhotoCalib(1.0),
+        visit_info=VisitInfo(visit_id=42, detector=detector, band="i"),
+    )
+
+
+@lru_cache(maxsize=None)
+def matched(kind: str, fwhm: float, kernel_size: int = 21, spatial_model: str = "chebyshev") -> tuple[Exposure, Exposure]:
+    psf = MoffatPsf(fwhm) if kind == "moffat" else GaussianPsf(fwhm / SIGMA_TO_FWHM)
+    direct = make_direct_warp([calexp_with_stars(psf)], OUTER, TRACT_WCS, visit=42)
+    config = PsfMatchConfig(kernel_size=kernel_size, spatial_model=spatial_model)
+    return direct, make_psf_matched_warp(direct, config)
+
+
+def star_moments(warp: Exposure, calexp_wcs: WCS) -> np.ndarray:
+    """(flux / FLUX, ixx, iyy, ixy) of every star in the warp."""
+    transform = PixelTransform(calexp_wcs, warp.wcs)
+    rows = []
+    for x, y in STARS:
+        dx, dy = transform.src_to_dest(np.array([x]), np.array([y]))
+        ix, iy = int(round(float(dx[0]))) - warp.bbox.x0, int(round(float(dy[0]))) - warp.bbox.y0
+        stamp = warp.image[iy - 30 : iy + 31, ix - 30 : ix + 31].astype(np.float64)
+        assert np.all(np.isfinite(stamp))
+        _, _, ixx, iyy, ixy = adaptive_moments(stamp)
+        rows.append((stamp.sum() / FLUX, ixx, iyy, ixy))
+    return np.array(rows)
+
+
+MODEL_IXX = adaptive_moments(make_model_psf().kernel_image())[2]
+CASES = [("moffat", 4.0), ("moffat", 5.5), ("moffat", 6.5), ("gaussian", 4.0), ("gaussian", 6.5)]
+
+
+# -- model PSF and basis ----------------------------------------------------------------------
+
+
+def test_model_psf_is_the_23_pixel_double_gaussian() -> None:
+    model = make_model_psf()
+    assert model.size == 23
+    kernel = model.kernel_image()
+    assert kernel.sum() == pytest.approx(1.0)
+    s1 = 7.7 / SIGMA_TO_FWHM
+    s2 = 2.5 * s1
+    r2 = np.arange(-11, 12) ** 2.0
+    profile = np.exp(-r2 / (2 * s1 * s1)) + 0.1 * np.exp(-r2 / (2 * s2 * s2))
+    np.testing.assert_allclose(kernel[11] / kernel[11, 11], profile / profile[11], rtol=1e-12)
+    single = make_model_psf(ModelPsfConfig(add_wing=False)).kernel_image()
+    np.testing.assert_allclose(single[11] / single[11, 11], np.exp(-r2 / (2 * s1 * s1)), rtol=1e-12)
+
+
+def test_alard_lupton_basis_sums() -> None:
+    basis = alard_lupton_basis(PsfMatchConfig())
+    assert basis.shape == (15 + 6 + 6, 21, 21)
+    assert basis[0].sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(basis[1:].sum(axis=(1, 2)), 0.0, atol=1e-12)
+
+
+# -- a common PSF -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "fwhm"), CASES)
+def test_matched_stars_have_the_model_psf_and_keep_their_flux(kind: str, fwhm: float) -> None:
+    direct, warp = matched(kind, fwhm)
+    m = star_moments(warp, calexp_with_stars(GaussianPsf(1.0)).wcs)
+    # flux conserved (kernel sum 1)
+    np.testing.assert_allclose(m[:, 0], 1.0, atol=1e-3)
+    # LSST's 21 px kernel cannot reach the 23 px model's outer ring: ~1 % narrower
+    np.testing.assert_allclose(m[:, 1], MODEL_IXX, rtol=0.015)
+    np.testing.assert_allclose(m[:, 2], MODEL_IXX, rtol=0.015)
+    assert np.all(np.abs(m[:, 3]) < 0.01 * MODEL_IXX)
+    assert warp.metadata["PSF_BROADER_THAN_MODEL"] is False
+    assert isinstance(warp.psf, ImagePsf) and warp.psf == make_model_psf()
+
+
+def test_different_seeing_gives_the_same_psf() -> None:
+    """Stars' adaptive second moments agree within 1 % whatever the input seeing."""
+    wcs = calexp_with_stars(GaussianPsf(1.0)).wcs
+    means = [star_moments(matched(kind, fwhm)[1], wcs)[:, 1:3].mean() for kind, fwhm in CASES]
+    assert max(means) / min(means) - 1 < 0.01
+
+
+def test_a_kernel_as_large_as_the_model_reaches_it() -> None:
+    wcs = calexp_with_stars(GaussianPsf(1.0)).wcs
+    for fwhm in (4.0, 6.5):
+        m = star_moments(matched("moffat", fwhm, kernel_size=31)[1], wcs)
+        np.testing.assert_allclose(m[:, 1:3], MODEL_IXX, rtol=0.005)
+
+
+def test_per_cell_kernels_match_too() -> None:
+    m = star_moments(matched("moffat", 5.5, spatial_model="per_cell")[1], calexp_with_stars(GaussianPsf(1.0)).wcs)
+    np.testing.assert_allclose(m[:, 1:3], MODEL_IXX, rtol=0.015)
+    np.testing.assert_allclose(m[:, 0], 1.0, atol=1e-3)
+
+
+def test_broader_than_model_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    direct = make_direct_warp([calexp_with_stars(MoffatPsf(9.5))], OUTER, TRACT_WCS, visit=42)
+    with caplog.at_level(logging.WARNING, logger="coadd_core.warp.psf_matched"):
+        warp = make_psf_matched_warp(direct)
+    assert warp is not None
+    assert warp.metadata["PSF_BROADER_THAN_MODEL"] is True
+    assert warp.metadata["PSF_BROADER_CCDS"] == [1]
+    assert warp.metadata["PSF_INPUT_FWHM_MAX"] > warp.metadata["PSF_MODEL_FWHM"]
+    assert warp.metadata["PSF_MODEL_FWHM"] == pytest.approx(SIGMA_TO_FWHM * math.sqrt(MODEL_IXX), rel=1e-6)
+    assert any("broader than the model" in r.getMessage() for r in caplog.records)
+    narrow = matched("moffat", 5.5)[1]
+    assert narrow.metadata["PSF_INPUT_FWHM_MAX"] < narrow.metadata["PSF_MODEL_FWHM"]
+
+
+# -- kernel, variance, masks, borders ------------------------------------------------------
+
+
+def _flat_direct(value: float = 1.0, variance: float = 2.0) -> Exposure:
+    exp = calexp_with_stars(MoffatPsf(5.0))
+    exp.masked_image.image[:] = value
+    exp.masked_image.variance[:] = variance
+    exp.masked_image.mask[300, 280] = BAD
+    return make_direct_warp([exp], OUTER, TRACT_WCS, visit=42)
+
+
+def test_kernel_sum_is_one_and_variance_uses_k_squared() -> None:
+    direct = _flat_direct()
+    warp = make_psf_matched_warp(direct)
+    inputs = get_coadd_inputs(direct)
+    row = inputs.ccds[0]
+    box = Box(100, 100, 500, 500)
+    kernel = fit_matching_kernel(row.warped_psf(direct.wcs), make_model_psf().kernel_image(), box, PsfMatchConfig())
+    images = kernel.images(np.array([150.0, 420.0]), np.array([200.0, 380.0]))
+    np.testing.assert_allclose(images.sum(axis=(1, 2)), 1.0, atol=1e-12)
+    good = (warp.mask & NO_DATA) == 0
+    np.testing.assert_allclose(warp.image[good], 1.0, rtol=2e-5)
+    # the output variance is sum K^2 V over the direct warp's (resampling-modulated) variance
+    j, i = 200 - direct.bbox.y0, 250 - direct.bbox.x0
+    local = direct.variance[j - 10 : j + 11, i - 10 : i + 11].astype(np.float64)
+    full_kernel = fit_matching_kernel(
+        row.warped_psf(direct.wcs), make_model_psf().kernel_image(),
+        Box.from_list(warp.metadata["PATCH_OUTER_BBOX"]), PsfMatchConfig(),
+    )
+    expected = float((local * full_kernel.image(250.0, 200.0)[::-1, ::-1] ** 2).sum())
+    out = warp.variance[200 - warp.bbox.y0, 250 - warp.bbox.x0]
+    assert out == pytest.approx(expected, rel=0.02)
+    assert out < 0.2 * local.mean()
+
+
+def test_bad_pixel_spreads_over_the_kernel_and_borders_are_no_data() -> None:
+    direct = _flat_direct()
+    warp = make_psf_matched_warp(direct)
+    bad_direct = np.argwhere((direct.mask & BAD) != 0) + np.array(direct.bbox.xy0[::-1])
+    bad_out = np.argwhere((warp.mask & BAD) != 0) + np.array(warp.bbox.xy0[::-1])
+    y_lo, x_lo = bad_direct.min(axis=0) - 10
+    y_hi, x_hi = bad_direct.max(axis=0) + 10
+    assert bad_out[:, 0].min() == y_lo and bad_out[:, 0].max() == y_hi
+    assert bad_out[:, 1].min() == x_lo and bad_out[:, 1].max() == x_hi
+    # data shrink by the kernel half-width inside the direct warp's data
+    direct_good = (direct.mask & NO_DATA) == 0
+    rows, cols = warp.bbox.slices(direct.bbox)
+    out_good = (warp.mask & NO_DATA) == 0
+    assert np.all(direct_good[rows, cols][out_good])
+    assert out_good.sum() < direct_good[rows, cols].sum()
+    assert np.all(np.isnan(warp.image[~out_good])) and np.all(np.isposinf(warp.variance[~out_good]))
+
+
+def test_output_box_psf_polygons_and_round_trip(tmp_path) -> None:
+    from coadd_core.fits_io import read_exposure, write_exposure
+
+    direct, warp = matched("moffat", 5.5)
+    assert warp.bbox == OUTER and direct.bbox == OUTER.grown(256)
+    assert warp.metadata["WARP_TYPE"] == "psfMatched" and warp.unit == "nJy"
+    row = get_coadd_inputs(warp).ccds[0]
+    calexp_box = get_coadd_inputs(direct).ccds[0].bbox
+    v = row.valid_polygon.vertices
+    np.testing.assert_allclose(v.min(axis=0), np.array(calexp_box.xy0) - 0.5 + 11)
+    np.testing.assert_allclose(v.max(axis=0), np.array([calexp_box.x1, calexp_box.y1]) + 0.5 - 11)
+    path = tmp_path / "psf_matched.fits"
+    write_exposure(warp, path)
+    back = read_exposure(path)
+    assert back.psf == warp.psf
+    assert get_coadd_inputs(back).to_dict() == get_coadd_inputs(warp).to_dict()
+
+
+def test_existing_valid_polygon_is_intersected() -> None:
+    from coadd_core.polygon import ValidPolygon
+    from coadd_core.warp.psf_matched import shrink_valid_polygon
+
+    exp = calexp_with_stars(MoffatPsf(5.0))
+    tri = ValidPolygon([[0.0, 0.0], [599.0, 0.0], [0.0, 599.0]])
+    exp.valid_polygon = tri
+    direct = make_direct_warp([exp], OUTER, TRACT_WCS, visit=42)
+    shrunk = shrink_valid_polygon(get_coadd_inputs(direct).ccds[0], 21)
+    assert shrunk.area < tri.area
+    assert np.all(shrunk.vertices >= 11.0 - 1e-9) and np.all(shrunk.vertices <= 599.0 - 11.0 + 1e-9)
+    warp = make_psf_matched_warp(direct)
+    # nothing outside the triangle (mapped into the warp) has data
+    transform = PixelTransform(exp.wcs, TRACT_WCS)
+    yy, xx = np.nonzero((warp.mask & NO_DATA) == 0)
+    sx, sy = transform.dest_to_src(xx + warp.bbox.x0 + 0.0, yy + warp.bbox.y0 + 0.0)
+    assert np.all(sx + sy <= 599.0 + 1e-6)
+
+
+def test_two_detectors_with_different_seeing_are_matched_alike() -> None:
+    left = calexp_with_stars(MoffatPsf(4.0), crpix=(300.0, 300.0), shape=(600, 300), detector=1)
+    right = calexp_with_stars(MoffatPsf(6.5), crpix=(0.0, 300.0), shape=(600, 300), detector=2)
+    direct = make_direct_warp([left, right], OUTER, TRACT_WCS, visit=42)
+    warp = make_psf_matched_warp(direct)
+    moments = []
+    for exp in (left, right):
+        transform = PixelTransform(exp.wcs, warp.wcs)
+        for x, y in STARS:
+            if not 40 < x < 260:
+                continue
+            dx, dy = transform.src_to_dest(np.array([x]), np.array([y]))
+            ix, iy = int(round(float(dx[0]))) - warp.bbox.x0, int(round(float(dy[0]))) - warp.bbox.y0
+            stamp = warp.image[iy - 30 : iy + 31, ix - 30 : ix + 31].astype(np.float64)
+            if np.all(np.isfinite(stamp)):
+                moments.append(adaptive_moments(stamp)[2])
+    assert len(moments) >= 4
+    assert max(moments) / min(moments) - 1 < 0.01
+
+
+def test_results_do_not_depend_on_chunks_or_threads() -> None:
+    direct = matched("moffat", 5.5)[0]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        a = make_psf_matched_warp(direct, PsfMatchConfig(chunk_rows=37))
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        b = make_psf_matched_warp(direct, PsfMatchConfig(chunk_rows=10000))
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(a.image, b.image, equal_nan=True)
+    assert np.array_equal(a.variance, b.variance)
+    assert np.array_equal(a.mask, b.mask)
