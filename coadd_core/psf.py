@@ -165,6 +165,13 @@ class Psf(ABC):
         params = dict(data)
         type_name = params.pop("type", None)
         cls = Psf._registry.get(type_name)  # type: ignore[arg-type]
+        if cls is None and type_name in _LAZY_TYPES:
+            # PSFs defined by later stages register on import; a reader may not have
+            # imported them yet (a coadd read back in a fresh process).
+            import importlib
+
+            importlib.import_module(_LAZY_TYPES[type_name])
+            cls = Psf._registry.get(type_name)
         if cls is None:
             raise ValueError(
                 f"unknown PSF type {type_name!r}; known: {', '.join(sorted(Psf._registry))}"
@@ -177,6 +184,13 @@ class Psf(ABC):
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+#: PSF types registered by modules that ``coadd_core.psf`` itself does not import.
+_LAZY_TYPES = {
+    "WarpedPsf": "coadd_core.warp",
+    "CoaddPsf": "coadd_core.assemble",
+}
 
 
 class _AnalyticPsf(Psf):

@@ -107,3 +107,40 @@ def test_a_broken_raw_fails_alone(repo: Path, prefect_harness: None, tmp_path: P
     with Butler.open(repo) as butler:
         got = butler.query_datasets("calexp", "u/test/broken")
         assert {r.data_id["visit"] for r in got} == {1800005}
+
+
+def test_warp_flow(repo: Path, prefect_harness: None) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from coadd_core.skymap import make_skymap
+    from flows.calibs import calibs_flow
+    from flows.isr import isr_flow
+    from flows.warp import warp_flow
+    from registry.skymaps import register_skymap, tracts_overlapping_visits
+
+    threads = ThreadPoolTaskRunner(max_workers=2)
+    calibs_flow.with_options(task_runner=threads)(repo=str(repo), inputs=["MegaPrime/raw/all"], output="MegaPrime/calib")
+    isr_flow.with_options(task_runner=threads)(
+        repo=str(repo), inputs=["MegaPrime/raw/all", "MegaPrime/calib"], output="u/test/isr"
+    )
+    with Butler.open(repo) as butler:
+        sky = make_skymap("rings")
+        register_skymap(butler, "rings", sky, tract_ids=tracts_overlapping_visits(butler, sky))
+    warp = warp_flow.with_options(task_runner=threads)
+    out = warp(repo=str(repo), inputs=["u/test/isr"], output="u/test/warp", where="detector = 13")
+    assert out["direct"] > 0 and out["psf_matched"] > 0 and not out["failed"]
+    with Butler.open(repo) as butler:
+        directs = butler.query_datasets("deepCoadd_directWarp", "u/test/warp")
+        assert len(directs) == out["direct"]
+        for ref in directs:
+            warp_exp = butler.get(ref)
+            patch = sky[ref.data_id["tract"]][ref.data_id["patch"]]
+            assert patch.outer_bbox.grown(256).contains(warp_exp.bbox)  # data box, inside the warp border
+            assert warp_exp.metadata["N_CCDS"] == 1  # only detector 13 was asked for
+            assert warp_exp.unit == "nJy"
+            good = (warp_exp.mask & warp_exp.planes.bitmask("NO_DATA")) == 0
+            assert good.any() and np.all(np.isfinite(warp_exp.image[good]))
+        matched = butler.query_datasets("deepCoadd_psfMatchedWarp", "u/test/warp")
+        assert butler.get(matched[0]).psf is not None
+    again = warp(repo=str(repo), inputs=["u/test/isr"], output="u/test/warp", where="detector = 13")
+    assert again["direct"] == 0 and again["skipped"] == out["direct"]

@@ -173,3 +173,20 @@ def test_invalid_arguments() -> None:
         ImagePsf(np.ones((4, 4)))
     with pytest.raises(ValueError, match="unknown PSF type"):
         Psf.from_dict({"type": "NoSuchPsf"})
+
+
+def test_psf_types_of_later_stages_load_on_demand() -> None:
+    """A coadd's PSF read back in a fresh process rebuilds without importing its module first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import coadd_core.psf as p\n"
+        "try:\n"
+        "    p.Psf.from_dict({'type': 'CoaddPsf'})\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__, 'unknown PSF type' in str(e))\n"
+        "print('CoaddPsf' in p.Psf._registry)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "True" and "True" not in out[:-1]
