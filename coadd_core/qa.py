@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from astropy.io import fits
 
 from coadd_core.camera import Camera, load_camera
+
+if TYPE_CHECKING:
+    from coadd_core.exposure import Exposure
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +130,37 @@ def save_raw_previews(raw_files: Sequence[str | Path], out_dir: str | Path, *, b
         mosaic = raw_mosaic(raw, binning=binning)
         written.append(save_png(mosaic, Path(out_dir) / f"{name}.png", title=f"raw {name} (binned {binning}x{binning})"))
     return written
+
+
+def coadd_qa_pictures(
+    coadd: "Exposure", epoch_count: np.ndarray | None, out_dir: str | Path, *, title: str = ""
+) -> dict[str, Path]:
+    """PNGs of a coadd: the image, its CLIPPED mask and (CompareWarp) the epoch-count image.
+
+    The epoch count is how many warps flagged an artifact candidate at each pixel: a
+    trail shows as a 1-epoch streak, a real variable as a high count (and is kept).
+    """
+    from coadd_core.crop import data_bbox
+
+    out = Path(out_dir)
+    box = data_bbox(coadd)
+    if box.is_empty():
+        box = coadd.bbox
+    view = coadd.subset(box)
+    no_data = (view.mask & view.planes.bitmask("NO_DATA")) != 0
+    shown = np.where(no_data, np.nan, view.image)  # the interpolated fill would set the stretch
+    pictures = {"coadd": save_png(shown, out / "coadd.png", title=f"coadd {title}")}
+    clipped = (view.mask & view.planes.bitmask("CLIPPED")) != 0
+    pictures["clipped"] = save_png(
+        clipped.astype(np.float32), out / "clipped.png", title=f"CLIPPED {title} ({int(clipped.sum())} px)",
+        stretch=False, cmap="magma",
+    )
+    if epoch_count is not None:
+        counts = np.asarray(epoch_count, dtype=np.float32)
+        if counts.shape == coadd.bbox.shape:
+            counts = counts[box.slices(coadd.bbox)]
+        pictures["epoch_count"] = save_png(
+            counts, out / "epoch_count.png",
+            title=f"artifact epoch count {title}", stretch=False, cmap="viridis", colorbar=True,
+        )
+    return pictures

@@ -419,6 +419,23 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     cli_common.add_run_arguments(w)
     w.add_argument("--skymap", default=None, help="sky map name (default: the one registered)")
     w.set_defaults(func=_cmd_run_warp)
+    k = stages.add_parser(
+        "coadd",
+        help="warps to artifact-free deep coadds per patch x band (CompareWarp, or legacy SafeClip)",
+        description=(
+            "One task per patch x band: the static-sky template from the PSF-matched warps (clipped "
+            "mean), artifacts found by comparing each PSF-matched warp with it (threshold detection, "
+            "temporal and spatial rules, sources contained in template footprints preserved), then "
+            "the direct warps assembled with the artifacts CLIPPED. Writes deepCoadd and "
+            "deepCoadd_nImage, and QA pictures (coadd, CLIPPED mask, epoch count) beside the outputs. "
+            "With no -d, every patch x band that has warps."
+        ),
+    )
+    cli_common.add_run_arguments(k)
+    k.add_argument("--method", choices=("compare-warp", "safe-clip"), default="compare-warp", help="artifact rejection (default: compare-warp)")
+    k.add_argument("--skymap", default=None, help="sky map name (default: the one registered)")
+    k.add_argument("--write-template", action="store_true", help="also write deepCoadd_templateCoadd (the static-sky model)")
+    k.set_defaults(func=_cmd_run_coadd)
 
 
 def _finish_stage(result: dict) -> int:
@@ -455,6 +472,19 @@ def _cmd_run_warp(args: argparse.Namespace) -> int:
         skymap=args.skymap, task_runner=args.task_runner,
     )
     return _finish_stage(result)
+
+
+def _cmd_run_coadd(args: argparse.Namespace) -> int:
+    from flows.coadd import run_coadd_stage
+
+    result = run_coadd_stage(
+        args.repo, args.inputs, args.output, where=args.data_query, clobber=args.clobber, method=args.method,
+        skymap=args.skymap, write_template=args.write_template, task_runner=args.task_runner,
+    )
+    code = _finish_stage(result)
+    if result.get("qa_dir"):
+        print(f"QA pictures: {result['qa_dir']}")
+    return code
 
 
 def _add_ingest_refcat(sub: argparse._SubParsersAction) -> None:

@@ -28,6 +28,7 @@ SUBCOMMANDS = [
     ["run", "calibs"],
     ["run", "isr"],
     ["run", "warp"],
+    ["run", "coadd"],
     ["query"],
     ["query", "datasets"],
     ["query", "collections"],
