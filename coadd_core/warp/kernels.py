@@ -88,7 +88,7 @@ _TAP_SIN, _TAP_COS = _tap_trig_tables()
 
 # Unsigned offsets: indexing with unsigned integers spares numba's negative-index
 # wraparound code, which otherwise dominates the inner loops.
-U1, U2, U3, U4, U5 = (np.uint64(i) for i in range(1, 6))
+U1, U2, U3, U4, U5, U6 = (np.uint64(i) for i in range(1, 7))
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -124,6 +124,27 @@ def _cos_small(t: float) -> float:
     p = p * t2 + C2
     p = p * t2 + C1
     return p * t2 + C0
+
+
+PI32 = np.float32(math.pi)
+_S32 = tuple(np.float32(v) for v in _S[:7])
+_C32 = tuple(np.float32(v) for v in _C[:7])
+F1, F3, F5, F7, F9, F11, F13 = _S32
+G0, G2, G4, G6, G8, G10, G12 = _C32
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _sin_small32(t: np.float32) -> np.float32:
+    """float32 sin(t) for |t| <= pi/2 (error < 1e-7)."""
+    t2 = t * t
+    return t * (F1 + t2 * (F3 + t2 * (F5 + t2 * (F7 + t2 * (F9 + t2 * (F11 + t2 * F13))))))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _cos_small32(t: np.float32) -> np.float32:
+    """float32 cos(t) for |t| <= pi/2 (error < 1e-7)."""
+    t2 = t * t
+    return G0 + t2 * (G2 + t2 * (G4 + t2 * (G6 + t2 * (G8 + t2 * (G10 + t2 * G12)))))
 
 
 @njit(cache=True, error_model="numpy")
@@ -187,9 +208,11 @@ def _quantize(f: float, cache_size: int) -> float:
 
 @njit(parallel=True, nogil=True, cache=True, error_model="numpy")
 def grow_block_flags(mask: np.ndarray, bits: int, shift: int) -> np.ndarray:
-    """1 for every ``2**shift`` square block of ``mask`` holding any of ``bits``.
+    """1 for every ``2**shift`` square block of ``mask`` within one block of any of ``bits``.
 
-    Lets the warper look for full-footprint mask bits (EDGE) only where some exist.
+    A kernel footprint anchored in a block reaches at most its neighbours (taps span at
+    most ``2**shift`` pixels), so one lookup at the anchor's block tells the warper
+    whether to look for full-footprint mask bits (EDGE) there.
     """
     ny, nx = mask.shape
     size = 1 << shift
@@ -203,7 +226,15 @@ def grow_block_flags(mask: np.ndarray, bits: int, shift: int) -> np.ndarray:
             for x in range(nx):
                 if mask[y, x] & bits:
                     flags[by, x >> shift] = 1
-    return flags
+    near = np.zeros((nby, nbx), dtype=np.uint8)
+    for by in prange(nby):
+        for bx in range(nbx):
+            hit = 0
+            for yy in range(max(by - 1, 0), min(by + 2, nby)):
+                for xx in range(max(bx - 1, 0), min(bx + 2, nbx)):
+                    hit |= flags[yy, xx]
+            near[by, bx] = hit
+    return near
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -306,6 +337,8 @@ def _row_weights(
     sn: np.ndarray,
     cs: np.ndarray,
     s1: np.ndarray,
+    fr: np.ndarray,
+    om: np.ndarray,
 ) -> None:
     """Weights ``w[tap, c]`` (float32) and their sums for the fractions of a row.
 
@@ -318,29 +351,177 @@ def _row_weights(
             w[1, c] = np.float32(frac[c])
             wsum[c] = 1.0
         return
+    # float32 from here: 8 lanes per vector, and 1e-7 is far below the output precision;
+    # 1 - f is formed in float64 (it is the small tap distance when f -> 1)
     for c in range(ncols):
         f = frac[c]
-        g = min(f, 1.0 - f)
-        sp[c] = _sin_small(math.pi * g)
-        theta = math.pi * f / n
-        sn[c] = _sin_small(theta)
-        cs[c] = _cos_small(theta)
-        s1[c] = -_sin_small(math.pi * (1.0 - f) / n)
+        f32 = np.float32(f)
+        om32 = np.float32(1.0 - f)
+        sp[c] = _sin_small32(PI32 * min(f32, om32))
+        theta = f32 * (PI32 / np.float32(n))
+        sn[c] = _sin_small32(theta)
+        cs[c] = _cos_small32(theta)
+        s1[c] = -_sin_small32(om32 * (PI32 / np.float32(n)))
+        fr[c] = f32
+        om[c] = om32
         wsum[c] = 0.0
-    inv_pi2 = n / (math.pi * math.pi)
+    inv_pi2 = np.float32(n / (math.pi * math.pi))
+    zero = np.float32(0.0)
     for idx in range(2 * n):
         k = idx - (n - 1)
-        sk = _TAP_SIN[n, idx]
-        ck = _TAP_COS[n, idx]
+        kf = np.float32(k)
+        sk = np.float32(_TAP_SIN[n, idx])
+        ck = np.float32(_TAP_COS[n, idx])
         sign = inv_pi2 if (k & 1) == 0 else -inv_pi2
-        delta = 1.0 if k == 0 else 0.0
-        for c in range(ncols):
-            u = frac[c] - k
-            sin_un = s1[c] if k == 1 else sn[c] * ck - cs[c] * sk
-            wk = sign * sp[c] * sin_un / (u * u)
-            wk = delta if frac[c] == 0.0 else wk
-            w[idx, c] = np.float32(wk)
-            wsum[c] += wk
+        delta = np.float32(1.0) if k == 0 else zero
+        if k == 1:
+            for c in range(ncols):
+                u = om[c]
+                wk = sign * sp[c] * s1[c] / (u * u)
+                wk = delta if fr[c] == zero else wk
+                w[idx, c] = wk
+                wsum[c] += wk
+        else:
+            for c in range(ncols):
+                u = fr[c] - kf
+                wk = sign * sp[c] * (sn[c] * ck - cs[c] * sk) / (u * u)
+                wk = delta if fr[c] == zero else wk
+                w[idx, c] = wk
+                wsum[c] += wk
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def _lanczos3_run(
+    fimg: np.ndarray,
+    fvar: np.ndarray,
+    width: int,
+    by: int,
+    dx: int,
+    a: int,
+    b: int,
+    w: np.ndarray,
+    wy: np.ndarray,
+    res_i: np.ndarray,
+    res_v: np.ndarray,
+) -> None:
+    """Lanczos3 sums for output pixels ``a .. b-1`` of a row whose taps start at source
+    row ``by`` and column ``c + dx``: the same source rows and consecutive columns.
+
+    Written as long loops over the run with contiguous loads so that they vectorise;
+    per pixel ``sum_j wy_j sum_k w_k I`` and ``sum_j wy_j^2 sum_k w_k^2 V``.  No
+    reassociation: every pixel is summed in the same order as :func:`_lanczos3_one`, so
+    a pixel's value does not depend on the run it falls in.
+    """
+    n = b - a
+    ri = res_i[a:b]
+    rv = res_v[a:b]
+    w0 = w[0, a:b]
+    w1 = w[1, a:b]
+    w2 = w[2, a:b]
+    w3 = w[3, a:b]
+    w4 = w[4, a:b]
+    w5 = w[5, a:b]
+    for t in range(n):
+        ri[t] = 0.0
+        rv[t] = 0.0
+    for j in range(6):
+        base = (by + j) * width + a + dx
+        si = fimg[base : base + n + 5]
+        sv = fvar[base : base + n + 5]
+        wj = wy[j, a:b]
+        for t in range(n):
+            x0 = w0[t]
+            x1 = w1[t]
+            x2 = w2[t]
+            x3 = w3[t]
+            x4 = w4[t]
+            x5 = w5[t]
+            hi = x0 * si[t] + x1 * si[t + 1] + x2 * si[t + 2] + x3 * si[t + 3] + x4 * si[t + 4] + x5 * si[t + 5]
+            hv = (
+                x0 * x0 * sv[t] + x1 * x1 * sv[t + 1] + x2 * x2 * sv[t + 2]
+                + x3 * x3 * sv[t + 3] + x4 * x4 * sv[t + 4] + x5 * x5 * sv[t + 5]
+            )
+            aj = wj[t]
+            ri[t] += aj * hi
+            rv[t] += aj * aj * hv
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+def _lanczos3_one(
+    fimg: np.ndarray,
+    fvar: np.ndarray,
+    width: int,
+    by: int,
+    bx: int,
+    c: int,
+    w: np.ndarray,
+    wy: np.ndarray,
+    res_i: np.ndarray,
+    res_v: np.ndarray,
+) -> None:
+    """:func:`_lanczos3_run` for the single pixel ``c`` whose taps start at (bx, by)."""
+    x0 = w[0, c]
+    x1 = w[1, c]
+    x2 = w[2, c]
+    x3 = w[3, c]
+    x4 = w[4, c]
+    x5 = w[5, c]
+    ri = np.float32(0.0)
+    rv = np.float32(0.0)
+    uw = np.uint64(width)
+    o = np.uint64(by) * uw + np.uint64(bx)
+    for j in range(6):
+        si = fimg[o : o + U6]
+        sv = fvar[o : o + U6]
+        hi = x0 * si[0] + x1 * si[1] + x2 * si[2] + x3 * si[3] + x4 * si[4] + x5 * si[5]
+        hv = (
+            x0 * x0 * sv[0] + x1 * x1 * sv[1] + x2 * x2 * sv[2]
+            + x3 * x3 * sv[3] + x4 * x4 * sv[4] + x5 * x5 * sv[5]
+        )
+        aj = wy[j, c]
+        ri += aj * hi
+        rv += aj * aj * hv
+        o += uw
+    res_i[c] = ri
+    res_v[c] = rv
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _taps_one(
+    fimg: np.ndarray,
+    fvar: np.ndarray,
+    width: int,
+    by: int,
+    bx: int,
+    c: int,
+    ntaps: int,
+    w: np.ndarray,
+    wy: np.ndarray,
+    res_i: np.ndarray,
+    res_v: np.ndarray,
+) -> None:
+    """The tap sums of one pixel for any kernel order."""
+    acc_i = np.float32(0.0)
+    acc_v = np.float32(0.0)
+    uw = np.uint64(width)
+    o = np.uint64(by) * uw + np.uint64(bx)
+    for j in range(ntaps):
+        hi = np.float32(0.0)
+        hv = np.float32(0.0)
+        for k in range(ntaps):
+            wk = w[k, c]
+            hi += wk * fimg[o + np.uint64(k)]
+            hv += wk * wk * fvar[o + np.uint64(k)]
+        aj = wy[j, c]
+        acc_i += aj * hi
+        acc_v += aj * aj * hv
+        o += uw
+    res_i[c] = acc_i
+    res_v[c] = acc_v
+
+
+#: Shortest run of pixels with shared source rows worth the vectorised loops.
+_MIN_RUN = 6
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
@@ -371,7 +552,14 @@ def warp_block(
     r_lo: int,
     r_hi: int,
 ) -> int:
-    """Rows ``r_lo .. r_hi - 1`` of :func:`warp_rows`; returns the pixels written with data."""
+    """Rows ``r_lo .. r_hi - 1`` of :func:`warp_rows`; returns the pixels written with data.
+
+    Per output row: source positions, fractions and weights for the whole row (long,
+    vectorised loops); then the tap sums, run by run where consecutive output pixels
+    read the same source rows and consecutive source columns (the common case of a
+    near-unit-scale warp: contiguous loads, vectorised), pixel by pixel elsewhere;
+    finally masks and stores.
+    """
     nrows, ncols = out_img.shape
     src_h, src_w = src_img.shape
     n = order
@@ -400,10 +588,17 @@ def warp_block(
     wys = np.empty((ntaps, ncols), dtype=np.float32)
     sumx = np.empty(ncols)
     sumy = np.empty(ncols)
-    t1 = np.empty(ncols)
-    t2 = np.empty(ncols)
-    t3 = np.empty(ncols)
-    t4 = np.empty(ncols)
+    t1 = np.empty(ncols, dtype=np.float32)
+    t2 = np.empty(ncols, dtype=np.float32)
+    t3 = np.empty(ncols, dtype=np.float32)
+    t4 = np.empty(ncols, dtype=np.float32)
+    t5 = np.empty(ncols, dtype=np.float32)
+    t6 = np.empty(ncols, dtype=np.float32)
+    ixs = np.empty(ncols, dtype=np.int64)
+    iys = np.empty(ncols, dtype=np.int64)
+    valid = np.empty(ncols, dtype=np.bool_)
+    res_i = np.empty(ncols, dtype=np.float32)
+    res_v = np.empty(ncols, dtype=np.float32)
     _row_positions(
         v0 + r_lo - 1, u0 - 1, ncols + 1, grid_x, grid_y, node_row0, node_col0,
         interp, last_u, last_v, colx, coly, prev_x, prev_y,
@@ -419,29 +614,51 @@ def warp_block(
             interp, last_u, last_v, colx, coly, cur_x, cur_y,
         )
         _row_setup(cur_x, cur_y, prev_x, prev_y, ncols, cache_size, flx, fly, frx, fry, area)
-        _row_weights(frx, ncols, n, wxs, sumx, t1, t2, t3, t4)
-        _row_weights(fry, ncols, n, wys, sumy, t1, t2, t3, t4)
+        _row_weights(frx, ncols, n, wxs, sumx, t1, t2, t3, t4, t5, t6)
+        _row_weights(fry, ncols, n, wys, sumy, t1, t2, t3, t4, t5, t6)
         for c in range(ncols):
             ax = flx[c]
             ay = fly[c]
             # NaN positions fail these comparisons too
-            if not (ax >= x_lo and ax <= x_hi and ay >= y_lo and ay <= y_hi):
+            ok = ax >= x_lo and ax <= x_hi and ay >= y_lo and ay <= y_hi
+            valid[c] = ok
+            ixs[c] = int(ax) if ok else 0
+            iys[c] = int(ay) if ok else 0
+        # tap sums: runs sharing source rows with consecutive columns, else one by one
+        c = 0
+        while c < ncols:
+            if not valid[c]:
+                c += 1
+                continue
+            e = c + 1
+            if n == 3:
+                while e < ncols and valid[e] and iys[e] == iys[c] and ixs[e] - e == ixs[c] - c:
+                    e += 1
+            if e - c >= _MIN_RUN:
+                _lanczos3_run(fimg, fvar, src_w, iys[c] - 2, ixs[c] - c - 2, c, e, wxs, wys, res_i, res_v)
+            elif n == 3:
+                for cc in range(c, e):
+                    _lanczos3_one(fimg, fvar, src_w, iys[cc] - 2, ixs[cc] - 2, cc, wxs, wys, res_i, res_v)
+            else:
+                for cc in range(c, e):
+                    _taps_one(fimg, fvar, src_w, iys[cc] - (n - 1), ixs[cc] - (n - 1), cc, ntaps, wxs, wys, res_i, res_v)
+            c = e
+        for c in range(ncols):
+            if not valid[c]:
                 if write_invalid:
                     out_img[r, c] = nan32
                     out_var[r, c] = inf32
                     out_msk[r, c] = no_data_bit
                 continue
-            ix = int(ax)
-            iy = int(ay)
+            ix = ixs[c]
+            iy = iys[c]
             fx = frx[c]
             fy = fry[c]
             bx = ix - (n - 1)
             by = iy - (n - 1)
-            # mask first: a NO_DATA result need not be computed when it is not written
-            base = np.uint64(by) * uw + np.uint64(bx)
             if full_mask_kernel:
                 m = 0
-                o = base
+                o = np.uint64(by) * uw + np.uint64(bx)
                 for j in range(ntaps):
                     if wys[j, c] != 0.0:
                         for k in range(ntaps):
@@ -457,74 +674,22 @@ def warp_block(
                     m |= fmsk[o + uw]
                     if fx != 0.0:
                         m |= fmsk[o + uw + U1]
-            if has_grow:
+            if has_grow and grow_flags[iy >> shift, ix >> shift]:
+                # taps of non-zero weight only: a zero fraction has a single tap
                 xa = bx if fx != 0.0 else ix
                 xb = ix + n if fx != 0.0 else ix
                 ya = by if fy != 0.0 else iy
                 yb = iy + n if fy != 0.0 else iy
-                near = False
-                for gby in range(ya >> shift, (yb >> shift) + 1):
-                    for gbx in range(xa >> shift, (xb >> shift) + 1):
-                        if grow_flags[gby, gbx]:
-                            near = True
-                if near:
-                    g = 0
-                    for yy in range(ya, yb + 1):
-                        for xx in range(xa, xb + 1):
-                            g |= src_msk[yy, xx]
-                    m |= g & grow_bits
+                g = 0
+                for yy in range(ya, yb + 1):
+                    for xx in range(xa, xb + 1):
+                        g |= src_msk[yy, xx]
+                m |= g & grow_bits
             if not write_invalid and (m & no_data_bit) != 0:
                 continue
             norm = area[c] / (sumx[c] * sumy[c]) * scale
-            if n == 3:
-                # vertical pass into six column sums, then the horizontal weights
-                i0 = i1 = i2 = i3 = i4 = i5 = np.float32(0.0)
-                q0 = q1 = q2 = q3 = q4 = q5 = np.float32(0.0)
-                o = base
-                for j in range(6):
-                    a = wys[j, c]
-                    b = a * a
-                    i0 += a * fimg[o]
-                    i1 += a * fimg[o + U1]
-                    i2 += a * fimg[o + U2]
-                    i3 += a * fimg[o + U3]
-                    i4 += a * fimg[o + U4]
-                    i5 += a * fimg[o + U5]
-                    q0 += b * fvar[o]
-                    q1 += b * fvar[o + U1]
-                    q2 += b * fvar[o + U2]
-                    q3 += b * fvar[o + U3]
-                    q4 += b * fvar[o + U4]
-                    q5 += b * fvar[o + U5]
-                    o += uw
-                w0 = wxs[0, c]
-                w1 = wxs[1, c]
-                w2 = wxs[2, c]
-                w3 = wxs[3, c]
-                w4 = wxs[4, c]
-                w5 = wxs[5, c]
-                acc_i = w0 * i0 + w1 * i1 + w2 * i2 + w3 * i3 + w4 * i4 + w5 * i5
-                acc_v = (
-                    w0 * w0 * q0 + w1 * w1 * q1 + w2 * w2 * q2
-                    + w3 * w3 * q3 + w4 * w4 * q4 + w5 * w5 * q5
-                )
-            else:
-                acc_i = np.float32(0.0)
-                acc_v = np.float32(0.0)
-                o = base
-                for j in range(ntaps):
-                    row_i = np.float32(0.0)
-                    row_v = np.float32(0.0)
-                    for k in range(ntaps):
-                        wk = wxs[k, c]
-                        row_i += wk * fimg[o + np.uint64(k)]
-                        row_v += wk * wk * fvar[o + np.uint64(k)]
-                    a = wys[j, c]
-                    acc_i += a * row_i
-                    acc_v += a * a * row_v
-                    o += uw
-            out_img[r, c] = np.float32(acc_i * norm)
-            out_var[r, c] = np.float32(acc_v * (norm * norm))
+            out_img[r, c] = np.float32(res_i[c] * norm)
+            out_var[r, c] = np.float32(res_v[c] * (norm * norm))
             out_msk[r, c] = m
             count += 1
         # the current row becomes the previous one
