@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,7 @@ class Result:
     method: str
     threads: int
     seconds: float
+    cpu_seconds: float
     mpix_per_s: float
     flux_mean: float | None = None
     flux_rms: float | None = None
@@ -155,18 +157,29 @@ def input_sums(truth: np.ndarray, pos: np.ndarray) -> np.ndarray:
 # -- timing ----------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
-    """(best, first, last result) wall times of ``repeat`` calls."""
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (SWarp runs as a child)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, float, object]:
+    """(best wall, CPU of that run, first wall, last result) of ``repeat`` calls."""
     best = math.inf
+    best_cpu = math.nan
     first = None
     result = None
     for _ in range(repeat):
+        c0 = _cpu_seconds()
         t0 = time.perf_counter()
         result = fn()
         dt = time.perf_counter() - t0
+        dc = _cpu_seconds() - c0
         first = dt if first is None else first
-        best = min(best, dt)
-    return best, float(first), result
+        if dt < best:
+            best, best_cpu = dt, dc
+    return best, best_cpu, float(first), result
 
 
 def run_ours(mi: MaskedImage, truth: np.ndarray, ccd_wcs: WCS, tract_wcs: WCS, box: Box, threads: int,
@@ -174,10 +187,10 @@ def run_ours(mi: MaskedImage, truth: np.ndarray, ccd_wcs: WCS, tract_wcs: WCS, b
     numba.set_num_threads(threads)
     config = WarperConfig()
     warp_masked_image(mi, ccd_wcs, tract_wcs, box, config)  # compile / load the kernels
-    best, first, out = timed(lambda: warp_masked_image(mi, ccd_wcs, tract_wcs, box, config), repeat)
+    best, cpu, first, out = timed(lambda: warp_masked_image(mi, ccd_wcs, tract_wcs, box, config), repeat)
     clean = warp_masked_image(MaskedImage(truth, mi.mask, mi.variance), ccd_wcs, tract_wcs, box, config)
     ratios = star_flux_ratios(clean.image, box, sums, dest_pos)
-    return Result("ours lanczos3 (image+var+mask)", threads, best, OUT_SHAPE[0] * OUT_SHAPE[1] / best / 1e6,
+    return Result("ours lanczos3 (image+var+mask)", threads, best, cpu, OUT_SHAPE[0] * OUT_SHAPE[1] / best / 1e6,
                   float(ratios.mean()), float(ratios.std()), len(ratios), first_seconds=first)
 
 
@@ -191,9 +204,9 @@ def run_reproject(kind: str, image: np.ndarray, truth: np.ndarray, ccd_wcs: WCS,
     else:
         fn = lambda data: reproject.reproject_adaptive((data, ccd_wcs), out_wcs, shape_out=OUT_SHAPE, return_footprint=False)  # noqa: E731
         name = "reproject_adaptive"
-    best, first, _ = timed(lambda: fn(image), repeat)
+    best, cpu, first, _ = timed(lambda: fn(image), repeat)
     ratios = star_flux_ratios(fn(truth), box, sums, dest_pos)
-    return Result(name, 1, best, OUT_SHAPE[0] * OUT_SHAPE[1] / best / 1e6,
+    return Result(name, 1, best, cpu, OUT_SHAPE[0] * OUT_SHAPE[1] / best / 1e6,
                   float(ratios.mean()), float(ratios.std()), len(ratios), first_seconds=first)
 
 
@@ -232,13 +245,13 @@ def run_swarp(exe: str, workdir: Path, image: np.ndarray, truth: np.ndarray, ccd
             cwd=workdir, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
-    best, first, _ = timed(lambda: call("ccd.fits", "coadd"), repeat)
+    best, cpu, first, _ = timed(lambda: call("ccd.fits", "coadd"), repeat)
     call("truth.fits", "truth_out")
     out = fits.getdata(workdir / "truth_out.fits").astype(np.float64)
     ratios = star_flux_ratios(out, box, sums, dest_pos)
     # SWarp reads the input and writes the resampled temporary, the coadd and its weight
     io = _fits_io_seconds(workdir, image)
-    return Result("SWarp LANCZOS3 (image, incl. FITS I/O)", threads, best, OUT_SHAPE[0] * OUT_SHAPE[1] / best / 1e6,
+    return Result("SWarp LANCZOS3 (image, incl. FITS I/O)", threads, best, cpu, OUT_SHAPE[0] * OUT_SHAPE[1] / best / 1e6,
                   float(ratios.mean()), float(ratios.std()), len(ratios), first_seconds=first,
                   extra={"io_seconds_estimate": io, "mpix_per_s_without_io": OUT_SHAPE[0] * OUT_SHAPE[1] / max(best - io, 1e-3) / 1e6})
 
@@ -309,17 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwarp benchmark: CCD {CCD_SHAPE[1]}x{CCD_SHAPE[0]} -> {OUT_SHAPE[1]}x{OUT_SHAPE[0]} "
           f"({OUT_SHAPE[0] * OUT_SHAPE[1] / 1e6:.2f} Mpix), rotation {args.rotation} deg, best of {args.repeat}; "
           f"load average {load_start:.1f} -> {load_end:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'method':42s} {'thr':>3s} {'s':>7s} {'Mpix/s':>7s} {'ours/peer':>10s}  {'flux ratio':>18s}")
+    print(f"{'method':42s} {'thr':>3s} {'wall s':>7s} {'cpu s':>7s} {'Mpix/s':>7s} {'ours/peer':>10s}  {'flux ratio':>18s}")
     for r in results:
         mine = ours.get(r.threads) or (ours[min(ours)] if ours else None)
         ratio = "" if (mine is None or r.method.startswith("ours")) else f"{mine.mpix_per_s / r.mpix_per_s:9.2f}x"
         flux = "" if r.flux_mean is None else f"{r.flux_mean:.5f} +- {r.flux_rms:.5f}"
-        print(f"{r.method:42s} {r.threads:3d} {r.seconds:7.3f} {r.mpix_per_s:7.2f} {ratio:>10s}  {flux:>18s}")
+        print(f"{r.method:42s} {r.threads:3d} {r.seconds:7.3f} {r.cpu_seconds:7.3f} {r.mpix_per_s:7.2f} {ratio:>10s}  {flux:>18s}")
         if "mpix_per_s_without_io" in r.extra:
             speed = r.extra["mpix_per_s_without_io"]
             ratio = "" if mine is None else f"{mine.mpix_per_s / speed:9.2f}x"
             label = "  ~ without its FITS I/O (astropy-timed)"
-            print(f"{label:42s} {r.threads:3d} {r.seconds - r.extra['io_seconds_estimate']:7.3f} {speed:7.2f} {ratio:>10s}")
+            print(f"{label:42s} {r.threads:3d} {r.seconds - r.extra['io_seconds_estimate']:7.3f} {'':7s} {speed:7.2f} {ratio:>10s}")
     if exe is None and not args.no_swarp:
         print("SWarp: not installed (apt-get install swarp), not compared")
     if args.json:

@@ -362,6 +362,13 @@ def test_results_do_not_depend_on_chunks_threads_or_sub_regions() -> None:
     warp_masked_image_into(dest, src, src_wcs, dest_wcs, region=part)
     rows, cols = part.slices(box)
     assert np.array_equal(dest.image[rows, cols], results[0].image[rows, cols], equal_nan=True)
+    # strips 3 pixels wide take the pixel-by-pixel path instead of the vectorised runs
+    strips = Box(200, 300, 259, 339)
+    for x in range(strips.x0, strips.x1 + 1, 3):
+        warp_masked_image_into(dest, src, src_wcs, dest_wcs, region=Box(x, strips.y0, x + 2, strips.y1))
+    rows, cols = strips.slices(box)
+    assert np.array_equal(dest.image[rows, cols], results[0].image[rows, cols], equal_nan=True)
+    assert np.array_equal(dest.variance[rows, cols], results[0].variance[rows, cols])
 
 
 def test_full_ccd_warp_memory_is_bounded_by_the_output() -> None:

@@ -23,10 +23,13 @@ while N^2 times the mean variance-plane value is ``N^2 V a_x(0) a_y(0)``.  Their
 (about 1.5-2.3 per axis for Lanczos3 at half-pixel shifts); coadd noise checks must
 divide measured block-sum variances by it.
 
-Memory: output rows are processed in chunks of ``chunk_rows``; each chunk needs only its
-grid nodes and per-thread row buffers, so apart from the output itself memory does not
-grow with the image.  Work is restricted to the destination pixels the source can
-reach.  Results are bit-identical for any chunk size and thread count.
+Memory and threads: output rows are processed in chunks of ``chunk_rows`` (fewer when
+the exact grid of a chunk would exceed 2^20 nodes); a chunk needs only its grid nodes
+and per-thread row buffers, so apart from the output itself memory does not grow with
+the image.  Each chunk is one parallel launch whose row blocks (several per thread,
+handed out dynamically) are large; one thread runs without any launch.  Work is
+restricted to the destination pixels the source can reach.  Results are bit-identical
+for any chunk size, thread count and sub-region of the grid's anchor box.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import numba
 import numpy as np
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +71,9 @@ logger = logging.getLogger(__name__)
 
 #: Upper bound on the grid nodes evaluated per chunk (16 MiB of positions).
 _MAX_CHUNK_NODES = 1 << 20
+#: Parallel work units per thread, and their minimum height in rows.
+_BLOCKS_PER_THREAD = 8
+_MIN_BLOCK_ROWS = 32
 
 KernelName = Literal["lanczos3", "lanczos4", "lanczos5", "bilinear"]
 
@@ -95,7 +102,7 @@ class WarperConfig(BaseModel):
         ("EDGE",), description="Mask planes OR-ed over the full warping kernel; LSST growFullMask."
     )
     chunk_rows: int = Field(
-        2048,
+        8192,
         ge=1,
         description="Output rows per chunk: one grid evaluation and one thread launch each; no LSST equivalent.",
     )
@@ -198,12 +205,15 @@ def warp_masked_image_into(
             order, cfg.mask_warping_kernel_name == "", cfg.cache_size, float(scale),
             np.int32(no_data), write_invalid,
         )
-        nblocks = max(1, min(nthreads, sub.height))
-        if nblocks == 1:
+        if nthreads == 1 or sub.height == 1:
             # no thread launch for serial work
             written += warp_block(*args, 0, sub.height)
         else:
-            written += warp_rows(*args, nblocks)
+            # several blocks per thread, handed out one at a time: a thread that the OS
+            # preempts does not hold the others up
+            nblocks = max(1, min(_BLOCKS_PER_THREAD * nthreads, sub.height // _MIN_BLOCK_ROWS))
+            with numba.parallel_chunksize(1):
+                written += warp_rows(*args, nblocks)
     return written
 
 
