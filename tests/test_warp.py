@@ -161,6 +161,19 @@ def test_flat_image_larger_pixels_is_r_squared() -> None:
     np.testing.assert_allclose(out.image[good], r * r, rtol=1e-4)
 
 
+def test_relative_area_is_the_jacobian_determinant() -> None:
+    from coadd_core.warp.transform import relative_area
+
+    src_wcs = tan_wcs((100.0, 100.0), sip=SIP)
+    dest_wcs = tan_wcs((100.0, 100.0), scale_arcsec=0.185 * 1.08, rot_deg=30.0)
+    transform = PixelTransform(src_wcs, dest_wcs)
+    area = relative_area(transform, Box(40, 50, 60, 70))
+    assert area.shape == (21, 21)
+    expected = abs(np.linalg.det(transform.jacobian(50.0, 60.0)))
+    assert expected == pytest.approx(1.08**2, rel=2e-3)  # SIP adds a little
+    np.testing.assert_allclose(area[10, 10], expected, rtol=1e-4)
+
+
 def test_interpolated_grid_matches_exact_mapping() -> None:
     src_wcs = tan_wcs((200.0, 200.0), sip=SIP)
     dest_wcs = tan_wcs((190.0, 210.0), rot_deg=12.0)

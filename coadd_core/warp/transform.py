@@ -27,7 +27,6 @@ __all__ = [
     "PixelTransform",
     "clip_polygon_to_rectangle",
     "grid_chunk",
-    "grid_node_count",
     "map_outline",
     "polygon_area",
     "relative_area",
@@ -112,11 +111,6 @@ class PixelTransform:
         """``(J, s)``: ``src ~ s + J @ (dest - (x, y))`` near destination (x, y)."""
         sx, sy = self.dest_to_src(np.array([x]), np.array([y]))
         return self.jacobian(x, y), np.array([sx[0], sy[0]])
-
-
-def grid_node_count(length: int, interp: int) -> int:
-    """Nodes along an axis of ``length`` grid steps: ``0, interp, 2 interp, ..., length``."""
-    return (length + interp - 1) // interp + 1
 
 
 def _node_coord(k: np.ndarray, interp: int, last: int) -> np.ndarray:
