@@ -1,7 +1,8 @@
 """The demo pipeline: every stage that exists so far, on simulated data, embedded defaults.
 
 The flow reads like the data flow: simulate a survey, create a repository (SQLite
-registry, local files), ingest the raws, register the sky map over them, make
+registry, local files), ingest the raws, register the sky map over them, make master
+calibrations, calexps, warps and CompareWarp coadds of the deepest patches, make
 quick-look pictures and report what was made. Tasks exchange paths and small
 summaries, never pixel arrays.
 """
@@ -62,11 +63,20 @@ def register_demo_skymap(repo: str, name: str = "rings") -> dict[str, Any]:
     with Butler.open(repo) as butler:
         tracts = tracts_overlapping_visits(butler, skymap)
         counts = register_skymap(butler, name, skymap, tract_ids=tracts)
-        patches = set()
+        visits: dict[tuple[int, int], set[int]] = {}
         for rec in butler.registry.query_dimension_records("visit_detector_region"):
             for d in butler.registry.patches_overlapping(rec.region, skymap=name):
-                patches.add((d["tract"], d["patch"]))
-    return {"skymap": name, "tracts": tracts, "registered": counts, "patches_with_data": sorted(patches)}
+                visits.setdefault((int(d["tract"]), int(d["patch"])), set()).add(int(rec.visit))
+    # The demo coadds the two deepest patches (most visits), which keeps it to minutes.
+    deepest = sorted(visits, key=lambda k: (-len(visits[k]), k))[:2]
+    return {
+        "skymap": name,
+        "tracts": tracts,
+        "registered": counts,
+        "patches_with_data": sorted(visits),
+        "deepest": deepest,
+        "depth": {f"{t}/{p}": len(visits[(t, p)]) for t, p in deepest},
+    }
 
 
 def _report(
@@ -77,6 +87,8 @@ def _report(
     sky: dict[str, Any],
     calibs: dict[str, Any],
     isr: dict[str, Any],
+    warps: dict[str, Any],
+    coadds: dict[str, Any],
 ) -> str:
     s = sim["summary"]
     rows = [
@@ -111,6 +123,15 @@ def _report(
         "4. isr: ISR + background + cosmic rays + PSF + zero point per CCD -> calexp (demo/isr)",
         f"   {isr['summary']}",
         _calexp_summary(isr["calexps"]),
+        f"5. warp: direct + PSF-matched warps on the deepest patches ({', '.join(f'{k}: {v} visits' for k, v in sky['depth'].items())})",
+        f"   {warps['summary']}",
+        "6. coadd: template (clipped mean of PSF-matched warps), CompareWarp artifact rejection, deepCoadd",
+        f"   {coadds['summary']}",
+        *[
+            f"   tract {c['tract']} patch {c['patch']}: {c['warps']} warps, {c['clipped_pixels']} CLIPPED coadd pixels"
+            for c in coadds["coadds"]
+        ],
+        f"   QA pictures (coadd, CLIPPED mask, epoch count): {coadds['qa_dir']}",
         "",
         f"repository:       {out_dir / 'repo'}  (try: coadd query datasets {out_dir / 'repo'} raw -c MegaPrime/raw/all)",
         f"raw files:        {out_dir / 'raw'}",
@@ -161,10 +182,22 @@ def demo_pipeline(out_dir: str = "demo_output", preset: str = "demo", seed: int 
     isr = isr_flow.with_options(task_runner=make_task_runner("processes"))(
         repo=repo, inputs=["MegaPrime/raw/all", "MegaPrime/calib"], output="demo/isr"
     )
-    failed = calibs["failed"] + isr["failed"]
+    from flows.coadd import coadd_flow
+    from flows.warp import warp_flow
+
+    tract = sky["deepest"][0][0]
+    patch_list = ", ".join(str(p) for t, p in sky["deepest"] if t == tract)
+    where = f"tract = {tract} AND patch IN ({patch_list})"
+    warps = warp_flow.with_options(task_runner=make_task_runner("processes"))(
+        repo=repo, inputs=["demo/isr"], output="demo/warp", where=where
+    )
+    coadds = coadd_flow.with_options(task_runner=make_task_runner("processes"))(
+        repo=repo, inputs=["demo/warp"], output="demo/coadd", where=where, write_template=True
+    )
+    failed = calibs["failed"] + isr["failed"] + warps["failed"] + coadds["failed"]
     if failed:
         raise RuntimeError(f"demo: {len(failed)} task(s) failed, first: {failed[0][0]}: {failed[0][1]}")
-    report = _report(sim, previews, out, ingest, sky, calibs, isr)
+    report = _report(sim, previews, out, ingest, sky, calibs, isr, warps, coadds)
     create_markdown_artifact(
         key="demo-report",
         markdown="```\n" + report + "\n```\n",

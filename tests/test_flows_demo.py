@@ -31,6 +31,10 @@ def test_demo_pipeline_tiny(prefect_harness: None, tmp_path: Path) -> None:
         assert patches
         assert len(butler.query_datasets("calexp", "demo/isr")) == 8
         assert len(butler.query_datasets("flat", "MegaPrime/calib", find_first=False)) == 2
+        assert butler.query_datasets("deepCoadd_directWarp", "demo/warp")
+        coadds = butler.query_datasets("deepCoadd", "demo/coadd")
+        assert len(coadds) == 2 and len(butler.query_datasets("deepCoadd_nImage", "demo/coadd")) == 2
+    assert "6. coadd" in report and (out / "repo" / "qa" / "demo" / "coadd").is_dir()
     assert "raw datasets" in report and "sky map 'rings'" in report
     # Running the demo again reuses what is there.
     again = demo_pipeline(out_dir=str(out), preset="tiny", seed=7, workers=1)
