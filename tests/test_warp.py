@@ -566,6 +566,11 @@ def test_coadd_inputs_round_trip_through_fits(tmp_path) -> None:
     inputs = get_coadd_inputs(back)
     assert isinstance(inputs, CoaddInputs)
     assert inputs.to_dict() == get_coadd_inputs(warp).to_dict()
+    import copy
+    import pickle
+
+    for clone in (pickle.loads(pickle.dumps(inputs)), copy.deepcopy(inputs), warp.copy().metadata["coadd_inputs"]):
+        assert isinstance(clone, CoaddInputs) and clone.to_dict() == inputs.to_dict()
     row = inputs.ccds[0]
     assert row.psf == exp.psf and row.valid_polygon == exp.valid_polygon and row.ccd == 2
     assert row.photo_calib == PhotoCalib(1.5) and row.visit_info == exp.visit_info
