@@ -94,7 +94,22 @@ def assemble_patch(
         }
         return TaskOutcome(label, tuple(refs), metadata=meta)
     except Exception as exc:  # noqa: BLE001 - one patch's failure must not stop the others
+        if _no_work(exc):
+            # LSST's NoWorkFound: the warps that reach this patch hold no usable pixels
+            # (e.g. a sliver of a CCD edge); nothing to make, not a failure.
+            return TaskOutcome(label, (), None, metadata={**data_id, "no_work": str(exc)})
         return TaskOutcome(label, (), f"{exc.__class__.__name__}: {exc}")
+
+
+def _no_work(exc: BaseException) -> bool:
+    from coadd_core.assemble import NoWorkFound
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NoWorkFound):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _embedded_png(path: str, width: int = 360) -> str:
@@ -168,7 +183,10 @@ def coadd_flow(
     outcomes = [f.result() for f in futures]
     registered, failed = register_outcomes(butler, outcomes, replacing=replacing)
     butler.close()
-    rows = [dict(o.metadata) for o in outcomes if o.ok]
+    no_work = [o for o in outcomes if o.ok and "no_work" in o.metadata]
+    for o in no_work:
+        logger.warning("%s: nothing to coadd (%s)", o.label, o.metadata["no_work"])
+    rows = [dict(o.metadata) for o in outcomes if o.ok and "no_work" not in o.metadata]
     if rows:
         create_table_artifact(
             key="coadds",
@@ -185,6 +203,8 @@ def coadd_flow(
             create_markdown_artifact(key="coadd-qa", markdown="\n\n".join(blocks), description="Coadd, CLIPPED mask, epoch count")
     n_coadds = sum(1 for r in registered if r.dataset_type == "deepCoadd")
     summary = f"{n_coadds} coadd(s) made ({method}), {skipped} already there"
+    if no_work:
+        summary += f", {len(no_work)} with no usable warps"
     if failed:
         summary += f", {len(failed)} failed"
         logger.error(failure_summary(failed))

@@ -33,7 +33,9 @@ def test_demo_pipeline_tiny(prefect_harness: None, tmp_path: Path) -> None:
         assert len(butler.query_datasets("flat", "MegaPrime/calib", find_first=False)) == 2
         assert butler.query_datasets("deepCoadd_directWarp", "demo/warp")
         coadds = butler.query_datasets("deepCoadd", "demo/coadd")
-        assert len(coadds) == 2 and len(butler.query_datasets("deepCoadd_nImage", "demo/coadd")) == 2
+        # the deepest patch always has a coadd; a patch reached only by CCD slivers may have
+        # no usable warps, which is reported as no work, not a failure
+        assert coadds and len(butler.query_datasets("deepCoadd_nImage", "demo/coadd")) == len(coadds)
     assert "6. coadd" in report and (out / "repo" / "qa" / "demo" / "coadd").is_dir()
     assert "raw datasets" in report and "sky map 'rings'" in report
     # Running the demo again reuses what is there.
