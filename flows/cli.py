@@ -239,15 +239,10 @@ def _cmd_repo_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_repo_upgrade(args: argparse.Namespace) -> int:
-    import os
-
-    import yaml
-
-    from registry.butler import CONFIG_NAME, RepoConfig
+    from registry.butler import RepoConfig
     from registry.registry import Registry
 
-    with open(os.path.join(args.repo, CONFIG_NAME), encoding="utf-8") as stream:
-        config = RepoConfig.from_dict(yaml.safe_load(stream) or {})
+    config = RepoConfig.load(args.repo)
     Registry.upgrade_schema(config.registry_url)
     with Registry.open(config.registry_url) as registry:
         print(f"registry {registry.url} is at the newest schema")

@@ -22,7 +22,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.cli_common import TaskRunnerSpec
 from flows.runners import make_task_runner
-from flows.stage import TaskOutcome, existing_outputs, failure_summary, prepare_output, register_outcomes
+from flows.stage import (
+    TaskOutcome,
+    existing_outputs,
+    failure_summary,
+    load_skymap,
+    prepare_output,
+    register_outcomes,
+)
 from registry.refs import DatasetRef, DatasetType
 from registry.worker import WorkerButler
 
@@ -130,7 +137,6 @@ def coadd_flow(
     write_template: bool = False,
 ) -> dict[str, Any]:
     """Deep coadds of every patch x band that has warps in ``inputs``."""
-    from flows.warp import _default_skymap
     from registry import dataquery
     from registry.butler import Butler
 
@@ -139,8 +145,7 @@ def coadd_flow(
     logger = get_run_logger()
     butler = Butler.open(repo)
     registry = butler.registry
-    skymap_name = _default_skymap(butler, skymap)
-    sky = butler.get("skyMap", {"skymap": skymap_name}, "skymaps")
+    skymap_name, sky = load_skymap(butler, skymap)
     node = dataquery.parse(where)
     run = prepare_output(butler, output, inputs)
     worker = WorkerButler.from_butler(butler)

@@ -101,5 +101,21 @@ def failure_summary(failed: Sequence[TaskOutcome]) -> str:
     return "\n".join(lines)
 
 
+def load_skymap(butler: Any, name: str | None) -> tuple[str, Any]:
+    """The sky map ``name`` (or the only one registered) and its object, from RUN ``skymaps``."""
+    names = [r.name for r in butler.registry.query_dimension_records("skymap")]
+    if name is not None:
+        if name not in names:
+            raise LookupError(f"no sky map {name!r} registered; registered: {names or 'none'}")
+    elif len(names) != 1:
+        raise LookupError(
+            f"{'no sky map is' if not names else 'several sky maps are'} registered ({names}); "
+            "register one with 'coadd skymap register' or choose with --skymap"
+        )
+    else:
+        name = names[0]
+    return name, butler.get("skyMap", {"skymap": name}, "skymaps")
+
+
 class StageFailedError(RuntimeError):
     """Some tasks of a stage failed; the others finished and were registered."""

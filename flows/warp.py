@@ -22,7 +22,14 @@ from prefect.artifacts import create_table_artifact
 
 from flows.cli_common import TaskRunnerSpec
 from flows.runners import make_task_runner
-from flows.stage import TaskOutcome, existing_outputs, failure_summary, prepare_output, register_outcomes
+from flows.stage import (
+    TaskOutcome,
+    existing_outputs,
+    failure_summary,
+    load_skymap,
+    prepare_output,
+    register_outcomes,
+)
 from registry.refs import DatasetRef, DatasetType
 from registry.worker import WorkerButler
 
@@ -81,20 +88,6 @@ def warp_visit(
         return TaskOutcome(label, (), f"{exc.__class__.__name__}: {exc}")
 
 
-def _default_skymap(butler: Any, name: str | None) -> str:
-    names = [r.name for r in butler.registry.query_dimension_records("skymap")]
-    if name is not None:
-        if name not in names:
-            raise LookupError(f"no sky map {name!r} registered; registered: {names or 'none'}")
-        return name
-    if len(names) != 1:
-        raise LookupError(
-            f"{'no sky map is' if not names else 'several sky maps are'} registered ({names}); "
-            "register one with 'coadd skymap register' or choose with --skymap"
-        )
-    return names[0]
-
-
 @flow(name="warp")
 def warp_flow(
     repo: str,
@@ -111,8 +104,7 @@ def warp_flow(
     logger = get_run_logger()
     butler = Butler.open(repo)
     registry = butler.registry
-    skymap_name = _default_skymap(butler, skymap)
-    sky = butler.get("skyMap", {"skymap": skymap_name}, "skymaps")
+    skymap_name, sky = load_skymap(butler, skymap)
     node = dataquery.parse(where)
     run = prepare_output(butler, output, inputs)
     worker = WorkerButler.from_butler(butler)

@@ -70,6 +70,20 @@ class RepoConfig:
         }
 
     @classmethod
+    def load(cls, repo: str, storage_options: Mapping[str, Any] | None = None) -> "RepoConfig":
+        """Read ``butler.yaml`` of the repository at ``repo`` (a path or URI)."""
+        config_path = _join(repo, CONFIG_NAME)
+        options = dict(storage_options or {}) if _is_url(config_path) else {}
+        try:
+            with fsspec.open(config_path, "r", **options) as stream:
+                data = yaml.safe_load(stream) or {}
+        except FileNotFoundError:
+            raise ButlerError(
+                f"no repository at {repo} (no {CONFIG_NAME}); create one with 'coadd repo create {repo}'"
+            ) from None
+        return cls.from_dict(data)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RepoConfig":
         try:
             return cls(
@@ -166,16 +180,8 @@ class Butler:
             repo_text = repo_text[: -len(CONFIG_NAME)].rstrip("/") or "."
         if not _is_url(repo_text):
             repo_text = os.path.abspath(repo_text)
-        config_path = _join(repo_text, CONFIG_NAME)
         options = dict(storage_options or {})
-        try:
-            with fsspec.open(config_path, "r", **(options if _is_url(config_path) else {})) as stream:
-                data = yaml.safe_load(stream) or {}
-        except FileNotFoundError:
-            raise ButlerError(
-                f"no repository at {repo_text} (no {CONFIG_NAME}); create one with 'coadd repo create {repo_text}'"
-            ) from None
-        config = RepoConfig.from_dict(data)
+        config = RepoConfig.load(repo_text, options)
         if options:
             config = RepoConfig(config.registry_url, config.datastore_url, {**config.storage_options, **options})
         registry = Registry.open(config.registry_url)
