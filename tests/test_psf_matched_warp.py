@@ -75,10 +75,14 @@ def calexp_with_stars(psf: Psf, rot_deg: float = 10.0, crpix: tuple[float, float
 
 
 @lru_cache(maxsize=None)
-def matched(kind: str, fwhm: float, kernel_size: int = 21, spatial_model: str = "chebyshev") -> tuple[Exposure, Exposure]:
-    psf = MoffatPsf(fwhm) if kind == "moffat" else GaussianPsf(fwhm / SIGMA_TO_FWHM)
+def matched(
+    kind: str, fwhm: float, kernel_size: int = 21, spatial_model: str = "chebyshev", beta: float = 4.765,
+    moment_weight: float | None = None,
+) -> tuple[Exposure, Exposure]:
+    psf = MoffatPsf(fwhm, beta=beta) if kind == "moffat" else GaussianPsf(fwhm / SIGMA_TO_FWHM)
     direct = make_direct_warp([calexp_with_stars(psf)], OUTER, TRACT_WCS, visit=42)
-    config = PsfMatchConfig(kernel_size=kernel_size, spatial_model=spatial_model)
+    extra = {} if moment_weight is None else {"moment_weight": moment_weight}
+    config = PsfMatchConfig(kernel_size=kernel_size, spatial_model=spatial_model, **extra)
     return direct, make_psf_matched_warp(direct, config)
 
 
@@ -98,6 +102,9 @@ def star_moments(warp: Exposure, calexp_wcs: WCS) -> np.ndarray:
 
 MODEL_IXX = adaptive_moments(make_model_psf().kernel_image())[2]
 CASES = [("moffat", 4.0), ("moffat", 5.5), ("moffat", 6.5), ("gaussian", 4.0), ("gaussian", 6.5)]
+#: The simulator's seeing range, 0.6-1.2 arcsec FWHM at 0.187 arcsec/px, Moffat beta 3.5.
+SEEING_EXTREMES = (0.6 / 0.187, 1.2 / 0.187)
+SIM_BETA = 3.5
 
 
 # -- model PSF and basis ----------------------------------------------------------------------
@@ -133,11 +140,11 @@ def test_matched_stars_have_the_model_psf_and_keep_their_flux(kind: str, fwhm: f
     m = star_moments(warp, calexp_with_stars(GaussianPsf(1.0)).wcs)
     # flux conserved (kernel sum 1)
     np.testing.assert_allclose(m[:, 0], 1.0, atol=1e-3)
-    # LSST's 21 px kernel cannot reach the 23 px model's outer ring: ~1 % narrower
-    np.testing.assert_allclose(m[:, 1], MODEL_IXX, rtol=0.015)
-    np.testing.assert_allclose(m[:, 2], MODEL_IXX, rtol=0.015)
+    np.testing.assert_allclose(m[:, 1], MODEL_IXX, rtol=0.005)
+    np.testing.assert_allclose(m[:, 2], MODEL_IXX, rtol=0.005)
     assert np.all(np.abs(m[:, 3]) < 0.01 * MODEL_IXX)
     assert warp.metadata["PSF_BROADER_THAN_MODEL"] is False
+    assert warp.metadata["PSF_MATCH_MOMENT_ERROR_MAX"] < 1e-3
     assert isinstance(warp.psf, ImagePsf) and warp.psf == make_model_psf()
 
 
@@ -148,7 +155,41 @@ def test_different_seeing_gives_the_same_psf() -> None:
     assert max(means) / min(means) - 1 < 0.01
 
 
-def test_a_kernel_as_large_as_the_model_reaches_it() -> None:
+def test_the_seeing_extremes_of_the_survey_get_the_model_moments() -> None:
+    """Stars measured in the warps (not the PSF models) at 0.6" and 1.2" seeing: second moments
+    within 1 % of the model's and of each other (0.1 % is reached; 1 % is the requirement)."""
+    wcs = calexp_with_stars(GaussianPsf(1.0)).wcs
+    per_seeing = []
+    for fwhm in SEEING_EXTREMES:
+        direct, warp = matched("moffat", fwhm, beta=SIM_BETA)
+        m = star_moments(warp, wcs)
+        assert len(m) == len(STARS)
+        np.testing.assert_allclose(m[:, 1:3], MODEL_IXX, rtol=0.01)
+        np.testing.assert_allclose(m[:, 0], 1.0, atol=1e-3)
+        per_seeing.append(m[:, 1:3])
+    a, b = per_seeing
+    np.testing.assert_allclose(a, b, rtol=0.01)
+    assert abs(a.mean() / b.mean() - 1) < 0.002
+
+
+def test_plain_least_squares_is_more_than_one_percent_narrower() -> None:
+    """Without the moment term (LSST's objective) the Alard-Lupton fit at good seeing is
+    over 1 % narrower than the model: the check above can fail, and this is why."""
+    m = star_moments(matched("moffat", SEEING_EXTREMES[1], beta=SIM_BETA, moment_weight=0.0)[1],
+                     calexp_with_stars(GaussianPsf(1.0)).wcs)
+    assert m[:, 1:3].mean() / MODEL_IXX - 1 < -0.01
+
+
+def test_noise_gain_stays_that_of_a_smoothing_kernel() -> None:
+    """At seeing close to the model the kernel must not oscillate: the matched variance is
+    sum K^2 (~0.03) times the direct one, not 40x (unregularised fit at 1.2")."""
+    direct, warp = matched("moffat", SEEING_EXTREMES[1], beta=SIM_BETA)
+    good = (warp.mask & NO_DATA) == 0
+    ratio = np.median(warp.variance[good]) / np.median(direct.variance[(direct.mask & NO_DATA) == 0])
+    assert 0.01 < ratio < 0.05
+
+
+def test_a_larger_kernel_matches_too() -> None:
     wcs = calexp_with_stars(GaussianPsf(1.0)).wcs
     for fwhm in (4.0, 6.5):
         m = star_moments(matched("moffat", fwhm, kernel_size=31)[1], wcs)
@@ -157,7 +198,7 @@ def test_a_kernel_as_large_as_the_model_reaches_it() -> None:
 
 def test_per_cell_kernels_match_too() -> None:
     m = star_moments(matched("moffat", 5.5, spatial_model="per_cell")[1], calexp_with_stars(GaussianPsf(1.0)).wcs)
-    np.testing.assert_allclose(m[:, 1:3], MODEL_IXX, rtol=0.015)
+    np.testing.assert_allclose(m[:, 1:3], MODEL_IXX, rtol=0.005)
     np.testing.assert_allclose(m[:, 0], 1.0, atol=1e-3)
 
 
