@@ -447,6 +447,14 @@ def test_warped_psf_scale_change_and_centring() -> None:
     assert stamp.array.sum() == pytest.approx(1.0)
 
 
+def test_batched_warped_psf_images_equal_the_single_ones() -> None:
+    """PSF matching renders every cell's PSF in one batch (one WCS evaluation): same pixels."""
+    warped = WarpedPsf(_elliptical_psf(), tan_wcs((10.0, 10.0), sip=SIP), tan_wcs((12.0, 9.0), rot_deg=4.0))
+    xs, ys = np.array([20.0, 150.5, -40.0]), np.array([30.0, 7.25, 300.0])
+    for batched, x, y in zip(warped.kernel_images(xs, ys), xs, ys):
+        np.testing.assert_array_equal(batched, warped.kernel_image(x, y))
+
+
 def test_warped_psf_round_trips_through_dicts_and_json() -> None:
     warped = WarpedPsf(_elliptical_psf(), tan_wcs((10.0, 10.0), sip=SIP), tan_wcs((12.0, 9.0), rot_deg=4.0))
     again = Psf.from_dict(json.loads(json.dumps(warped.to_dict())))

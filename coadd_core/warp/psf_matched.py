@@ -36,6 +36,7 @@ fitted model-weighted second moments).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ from .inputs import COADD_INPUTS_KEY, CcdRow, CoaddInputs
 from .kernels import num_threads
 from .transform import PixelTransform, clip_polygon_to_rectangle, map_outline, polygon_area
 from .warped_psf import WarpedPsf
+
+try:  # only a speed-up; installed with the LSST packages
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
 
 __all__ = [
     "ModelPsfConfig",
@@ -331,32 +337,52 @@ class _Fitter:
         )
 
     @cached_property
-    def _pair_products(self) -> np.ndarray:
-        """``Re(conj(B_b) B_c)`` per frequency for ``b <= c``, ``(n_pairs, F)``."""
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index pairs ``b <= c`` of the free functions and ``Re(conj(B_b) B_c)`` per frequency."""
         i, j = np.triu_indices(len(self.fb))
-        return np.real(np.conj(self.fb[i]) * self.fb[j])
+        return i, j, np.real(np.conj(self.fb[i]) * self.fb[j])
 
-    def normal_equations(self, psf_images: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Per stamp of the batch: ``(N, r, d2, U, v)``.
-
-        ``N a = r`` are the pixel-term normal equations divided by ``|M|^2``, ``d2`` the
-        pixel term of ``a = 0``; ``U a + v`` are the three fractional moment errors.
-        """
+    def batch(self, psf_images: list[np.ndarray]) -> "_Batch":
+        """Transforms and per-stamp terms of a batch of PSF stamps."""
         stamps = np.stack([_centred(im, self.stamp) for im in psf_images])
         fs = scipy.fft.rfft2(stamps, s=(self.nfft, self.nfft)).reshape(len(psf_images), -1)
-        power = self.weight * (fs.real**2 + fs.imag**2)
-        n = len(self.fb)
-        i, j = np.triu_indices(n)
-        packed = power @ self._pair_products.T
-        normal = np.empty((len(psf_images), n, n))
-        normal[:, i, j] = packed
-        normal[:, j, i] = packed
+        power = self.weight * (fs.real**2 + fs.imag**2) / self.m2
         d = self.fm[None, :] - fs * self.fb0[None, :]
-        h = self.weight * np.conj(fs) * d
-        rhs = h.real @ self.fb_re.T + h.imag @ self.fb_im.T
-        d2 = np.sum(self.weight * (d.real**2 + d.imag**2), axis=1)
-        moments = (stamps.reshape(len(stamps), -1) @ self.moment_maps.T).reshape(len(stamps), 3, n + 1)
-        return normal / self.m2, rhs / self.m2, d2 / self.m2, moments[:, :, 1:], moments[:, :, 0]
+        cross = self.weight * np.conj(fs) * d / self.m2
+        d2 = np.sum(self.weight * (d.real**2 + d.imag**2), axis=1) / self.m2
+        moments = (stamps.reshape(len(stamps), -1) @ self.moment_maps.T).reshape(len(stamps), 3, len(self.fb) + 1)
+        return _Batch(fs, power, cross, d2, moments[:, :, 1:], moments[:, :, 0])
+
+    def normals(self, power: np.ndarray) -> np.ndarray:
+        """``(m, n_free, n_free)`` pixel-term normal matrices ``sum_f P_f Re(conj(B_b) B_c)`` of power rows ``P``."""
+        i, j, pairs = self._pairs
+        packed = power @ pairs.T
+        out = np.empty((len(power), len(self.fb), len(self.fb)))
+        out[:, i, j] = packed
+        out[:, j, i] = packed
+        return out
+
+    def rhs(self, cross: np.ndarray) -> np.ndarray:
+        """``(m, n_free)`` pixel-term right-hand sides ``Re sum_f conj(B_bf) h_f`` of rows ``h``."""
+        return cross.real @ self.fb_re.T + cross.imag @ self.fb_im.T
+
+    def pixel_chi2(self, batch: "_Batch", coeffs: np.ndarray) -> np.ndarray:
+        """``|S (*) K - M|^2 / |M|^2`` per stamp for kernel coefficients ``coeffs`` (n, n_free)."""
+        fk = self.fb0[None, :] + coeffs @ self.fb
+        res = batch.fs * fk - self.fm[None, :]
+        return np.sum(self.weight * (res.real**2 + res.imag**2), axis=1) / self.m2
+
+
+@dataclass(eq=False)
+class _Batch:
+    """A batch of PSF stamps as the fit needs them (pixel terms divided by ``|M|^2``)."""
+
+    fs: np.ndarray  # (n, F) transforms of the stamps
+    power: np.ndarray  # (n, F) w |S_f|^2
+    cross: np.ndarray  # (n, F) w conj(S_f) (M_f - S_f B0_f)
+    d2: np.ndarray  # (n,) pixel term of the kernel B0
+    mom_u: np.ndarray  # (n, 3, n_free): fractional moment errors are mom_u @ a + mom_v
+    mom_v: np.ndarray  # (n, 3)
 
 
 def _next_odd(value: float) -> int:
@@ -400,6 +426,13 @@ class MatchingKernel:
         return flat.reshape(-1, k, k)
 
 
+def _psf_images(psf: Psf, cells: list[tuple[float, float]]) -> list[np.ndarray]:
+    """The PSF's kernel images at the cell centres (batched when the PSF can)."""
+    if isinstance(psf, WarpedPsf):
+        return psf.kernel_images(np.array([c[0] for c in cells]), np.array([c[1] for c in cells]))
+    return [psf.kernel_image(x, y) for x, y in cells]
+
+
 def _solve_spd(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Cholesky solve of a (ridge-)positive-definite system; least squares if it is singular."""
     try:
@@ -408,43 +441,85 @@ def _solve_spd(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         return np.linalg.lstsq(matrix, rhs, rcond=1e-12)[0]
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """The fit's matrices are small (<= 256 x 2k): one BLAS thread is faster, and much faster on a
+    busy machine, where every multi-threaded call waits for a second core (a full CCD's fit:
+    1.1 s with two OpenBLAS threads at load average 4, 0.3 s with one)."""
+    if threadpool_limits is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def fit_matching_kernel(
     warped_psf: Psf, model: np.ndarray, box: Box, config: PsfMatchConfig
 ) -> MatchingKernel:
-    """Matching kernel ``warped_psf (*) K = model`` over ``box`` (cells of ``config``); see :class:`_Fitter`."""
+    """Matching kernel ``warped_psf (*) K = model`` over ``box``; see :func:`_fit_matching_kernel`."""
+    with _one_blas_thread():
+        return _fit_matching_kernel(warped_psf, model, box, config)
+
+
+def _fit_matching_kernel(
+    warped_psf: Psf, model: np.ndarray, box: Box, config: PsfMatchConfig
+) -> MatchingKernel:
+    """Matching kernel ``warped_psf (*) K = model`` over ``box`` (cells of ``config``); see :class:`_Fitter`.
+
+    With the Chebyshev model the pixel term is summed over the cells *before* the
+    matrix products (``sum_c t_cm t_cl P_c`` per pair of spatial terms), so the cost
+    does not grow with the number of cells times the basis pairs.
+    """
     basis = alard_lupton_basis(config)
     cells = _cell_centres(box, config)
     if not cells:
         raise ValueError(f"no cells in {box}")
-    images = [warped_psf.kernel_image(x, y) for x, y in cells]
+    images = _psf_images(warped_psf, cells)
     fitter = _Fitter.create(basis, model, max(im.shape[0] for im in images), config)
     n_free = len(basis) - 1
-    parts = [fitter.normal_equations(images[i : i + _CELL_BATCH]) for i in range(0, len(images), _CELL_BATCH)]
-    normals, rhss, d2, mom_u, mom_v = (np.concatenate([p[k] for p in parts]) for k in range(5))
-    # the full objective per cell: pixel term + ridge + moment term
-    mu = config.moment_weight
-    big_a = normals + config.regularization * fitter.gram + mu * np.einsum("nka,nkb->nab", mom_u, mom_u)
-    big_b = rhss - config.regularization * fitter.gram0 - mu * np.einsum("nka,nk->na", mom_u, mom_v)
+    starts = range(0, len(images), _CELL_BATCH)
+    batches = [fitter.batch(images[i : i + _CELL_BATCH]) for i in starts]
+    mom_u = np.concatenate([b.mom_u for b in batches])
+    mom_v = np.concatenate([b.mom_v for b in batches])
+    eta, mu = config.regularization, config.moment_weight
 
     def worst(coeffs: np.ndarray) -> tuple[float, float]:
         """Largest relative rms residual ``|S (*) K - M| / |M|`` and fractional moment error over the cells."""
-        chi2 = d2 - 2 * np.einsum("na,na->n", coeffs, rhss) + np.einsum("na,nab,nb->n", coeffs, normals, coeffs)
+        chi2 = np.concatenate([fitter.pixel_chi2(b, coeffs[i : i + _CELL_BATCH]) for b, i in zip(batches, starts)])
         moment = np.abs(np.einsum("nka,na->nk", mom_u, coeffs) + mom_v)
         return float(np.sqrt(np.maximum(chi2, 0.0)).max()), float(moment.max())
 
     if config.spatial_model == "per_cell":
+        big_a = np.concatenate([fitter.normals(b.power) for b in batches])
+        big_a += eta * fitter.gram + mu * np.einsum("nka,nkb->nab", mom_u, mom_u)
+        big_b = np.concatenate([fitter.rhs(b.cross) for b in batches])
+        big_b -= eta * fitter.gram0 + mu * np.einsum("nka,nk->na", mom_u, mom_v)
         per_cell = np.stack([_solve_spd(a, b) for a, b in zip(big_a, big_b)])
         return MatchingKernel(basis, box, 0, per_cell, cells, "per_cell", *worst(per_cell))
     # the largest Chebyshev order the number of cells supports
     order = config.spatial_kernel_order
     while order > 0 and (order + 1) * (order + 2) // 2 > len(cells):
         order -= 1
+    # a term of order p in x needs p + 1 distinct cell columns (likewise rows): with two
+    # columns of cells (a narrow CCD, a sliver at a patch edge) T2(x) is unconstrained and
+    # the kernel runs wild between the cells and the box edges
+    distinct = min(len({c[0] for c in cells}), len({c[1] for c in cells}))
+    order = min(order, distinct - 1)
     terms = _chebyshev_terms_many(np.array([c[0] for c in cells]), np.array([c[1] for c in cells]), box, order)
     nt = terms.shape[1]
-    # sum over cells of kron(A_c, t_c t_c^T) and kron(b_c, t_c): parameter (b, m) = a_b's term m
-    big_n = np.einsum("nab,nm,nl->ambl", big_a, terms, terms, optimize=True).reshape(n_free * nt, n_free * nt)
-    big_r = np.einsum("na,nm->am", big_b, terms).reshape(n_free * nt)
-    solution = _solve_spd(big_n, big_r).reshape(n_free, nt)
+    # parameter (b, m) = a_b's spatial term m: normal matrix sum_c kron(A_c, t_c t_c^T)
+    tm, tl = np.triu_indices(nt)
+    big_n = np.zeros((n_free, nt, n_free, nt))
+    big_r = np.zeros((n_free, nt))
+    for b, i in zip(batches, starts):
+        t = terms[i : i + _CELL_BATCH]
+        summed = fitter.normals((t[:, tm] * t[:, tl]).T @ b.power)
+        big_n[:, tm, :, tl] += summed
+        big_n[:, tl, :, tm] += np.where((tm != tl)[:, None, None], summed, 0.0)
+        big_r += fitter.rhs(t.T @ b.cross).T
+    uu = np.einsum("nka,nkb->nab", mom_u, mom_u)
+    big_n += mu * np.einsum("nab,nm,nl->ambl", uu, terms, terms, optimize=True)
+    big_n += eta * np.einsum("ab,ml->ambl", fitter.gram, terms.T @ terms)
+    big_r -= mu * np.einsum("nka,nk,nm->am", mom_u, mom_v, terms, optimize=True)
+    big_r -= eta * np.outer(fitter.gram0, terms.sum(axis=0))
+    solution = _solve_spd(big_n.reshape(n_free * nt, n_free * nt), big_r.reshape(-1)).reshape(n_free, nt)
     return MatchingKernel(basis, box, order, solution, cells, "chebyshev", *worst(terms @ solution.T))
 
 

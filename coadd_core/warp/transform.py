@@ -112,6 +112,20 @@ class PixelTransform:
         sx, sy = self.dest_to_src(np.array([x]), np.array([y]))
         return self.jacobian(x, y), np.array([sx[0], sy[0]])
 
+    def local_affines(self, x: np.ndarray, y: np.ndarray, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`local_affine` at many positions with one WCS evaluation: ``(n, 2, 2)`` and ``(n, 2)``."""
+        x = np.asarray(x, dtype=float).ravel()
+        y = np.asarray(y, dtype=float).ravel()
+        px = np.concatenate([x, x + step, x - step, x, x])
+        py = np.concatenate([y, y, y, y + step, y - step])
+        sx, sy = (a.reshape(5, -1) for a in self.dest_to_src(px, py))
+        jac = np.empty((len(x), 2, 2))
+        jac[:, 0, 0] = (sx[1] - sx[2]) / (2 * step)
+        jac[:, 0, 1] = (sx[3] - sx[4]) / (2 * step)
+        jac[:, 1, 0] = (sy[1] - sy[2]) / (2 * step)
+        jac[:, 1, 1] = (sy[3] - sy[4]) / (2 * step)
+        return jac, np.column_stack([sx[0], sy[0]])
+
 
 def _node_coord(k: np.ndarray, interp: int, last: int) -> np.ndarray:
     return np.minimum(k * interp, last)

@@ -98,6 +98,12 @@ class WarpedPsf(Psf):
     def _render(self, x: float, y: float, dx: float, dy: float, half: int | None = None) -> np.ndarray:
         """Warped image on a ``2 half + 1`` stamp whose centre pixel sits at offset (-dx, -dy) from the PSF centre."""
         jac, sx, sy = self._local(x, y)
+        return self._render_affine(jac, sx, sy, x, y, dx, dy, half)
+
+    def _render_affine(
+        self, jac: np.ndarray, sx: float, sy: float, x: float, y: float, dx: float, dy: float, half: int | None = None
+    ) -> np.ndarray:
+        """:meth:`_render` given the local affine map ``(jac, (sx, sy))`` at destination (x, y)."""
         src = self._source_image(sx, sy)
         src_half = src.shape[0] // 2
         if half is None:
@@ -119,6 +125,15 @@ class WarpedPsf(Psf):
         if x is None or y is None:
             x, y = self._average_position
         return self._render(float(x), float(y), 0.0, 0.0)
+
+    def kernel_images(self, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        """:meth:`kernel_image` at many destination positions, the WCS evaluated once for all
+        (per-position WCS calls cost more than the resampling when fitting PSF-matching cells)."""
+        jacs, srcs = self._transform.local_affines(x, y)
+        return [
+            self._render_affine(jac, float(s[0]), float(s[1]), float(xi), float(yi), 0.0, 0.0)
+            for jac, s, xi, yi in zip(jacs, srcs, np.ravel(x), np.ravel(y))
+        ]
 
     def compute_image(self, x: float, y: float) -> PsfStamp:
         """Unit-sum warped PSF centred at destination (x, y), on a stamp around that pixel."""
