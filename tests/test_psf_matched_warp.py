@@ -102,8 +102,8 @@ def star_moments(warp: Exposure, calexp_wcs: WCS) -> np.ndarray:
 
 MODEL_IXX = adaptive_moments(make_model_psf().kernel_image())[2]
 CASES = [("moffat", 4.0), ("moffat", 5.5), ("moffat", 6.5), ("gaussian", 4.0), ("gaussian", 6.5)]
-#: The simulator's seeing range, 0.6-1.2 arcsec FWHM at 0.187 arcsec/px, Moffat beta 3.5.
-SEEING_EXTREMES = (0.6 / 0.187, 1.2 / 0.187)
+#: The simulator's seeing range, 0.6-1.2 arcsec FWHM, in MegaPrime pixels (0.185 arcsec), Moffat beta 3.5.
+SEEING_EXTREMES = (0.6 / 0.185, 1.2 / 0.185)
 SIM_BETA = 3.5
 
 
