@@ -198,6 +198,7 @@ def characterize(
                 photocal = calibrate_photometry(
                     mi, psf, detection.positive, calexp.wcs, table, band, config.photocal,
                     aperture_correction=1.0 if measurement is None else measurement.aperture_correction,
+                    psf_flux_err=0.0 if measurement is None else measurement.normalisation_err,
                 )
             except PhotoCalError as exc:
                 note = str(exc)

@@ -79,6 +79,12 @@ class PsfMeasureConfig(_Frozen):
     size_tolerance: float = Field(
         0.1, gt=0, description="Fractional half-width of the stellar locus in moment radius; LSST widthStdAllowed role."
     )
+    max_asymmetry: float = Field(
+        0.03, gt=0, description="Reject a star when more than this fraction of its stamp's flux breaks point symmetry (an unsplit blend)..."
+    )
+    asymmetry_sigma: float = Field(
+        5.0, gt=0, description="...and that asymmetry is significant at this many sigma (chi^2 of the half-turn difference)."
+    )
     max_chi2_factor: float = Field(
         3.0, gt=1, description="Reject stars whose residual chi^2 exceeds this times the median; LSST reducedChi2ForPsfCandidates role."
     )
