@@ -34,7 +34,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             "(one MEF per exposure), bias/dark/flat frames, a reference catalog and truth files."
         ),
     )
-    p.add_argument("--preset", default="tiny", help="tiny (seconds), demo (minutes) or full (all 36 CCDs); default: tiny")
+    p.add_argument("--preset", default="tiny", help="tiny (seconds), small (tiny CCDs, 8 visits), demo (minutes) or full (all 36 CCDs); default: tiny")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering CCDs in parallel (default: 1)")
@@ -81,6 +81,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     report = run_demo(args.out, preset=args.preset, seed=args.seed, workers=args.workers)
     print(report)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score the coadds of a simulated run against the simulator's truth",
+        description=(
+            "For every patch coadded in a simulated run (the output directory of 'coadd demo'), "
+            "assemble the stored warps with CompareWarp and with SafeClip and print, side by "
+            "side: the fraction of artifact pixels (trails, ghost, asteroid, cosmic rays) "
+            "rejected, the artifact flux left in the coadd, false clips on static and variable "
+            "stars, their photometry against truth and the coadd's noise."
+        ),
+    )
+    p.add_argument("out", type=Path, metavar="DIR", help="output directory of a simulated run (holds truth/ and repo/)")
+    p.add_argument("--coadds", default="demo/coadd", help="collection of the deepCoadds (default: demo/coadd)")
+    p.add_argument("--warps", default="demo/warp", help="collection of the warps (default: demo/warp)")
+    p.add_argument("--calexps", default="demo/isr", help="collection of the calexps (default: demo/isr)")
+    p.add_argument(
+        "--method", action="append", choices=("compare-warp", "safe-clip"),
+        help="method to score (repeatable; default: both)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=1.0,
+        help="an artifact pixel adds more than this many sigma of the warp's noise (default: 1)",
+    )
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import evaluate_run, format_evaluation
+
+    methods = tuple(args.method or ("compare-warp", "safe-clip"))
+    results = evaluate_run(
+        args.out, coadds=args.coadds, warps=args.warps, calexps=args.calexps, methods=methods, threshold=args.threshold
+    )
+    print(format_evaluation(results))
     return 0
 
 
@@ -541,6 +579,7 @@ def _cmd_check_query(args: argparse.Namespace) -> int:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
+    _add_evaluate,
     _add_simulate,
     _add_repo,
     _add_ingest,

@@ -184,7 +184,7 @@ def science_ccds(sim: SimulationResult, truth: dict[str, Table], plan):
 
 # -- configuration -----------------------------------------------------------------------
 def test_presets() -> None:
-    assert set(PRESETS) == {"tiny", "demo", "full"}
+    assert set(PRESETS) == {"tiny", "small", "demo", "full"}
     with pytest.raises(ValueError):
         get_preset("huge")
     tiny = get_preset("tiny")

@@ -291,6 +291,49 @@ def _tiny() -> SimConfig:
     )
 
 
+def _small() -> SimConfig:
+    # Two 512 x 1024 CCDs (a quarter of a real one each way) stacked North-South as in
+    # tiny, with the demo's eight visits: enough epochs for the CompareWarp temporal rule,
+    # two satellite trails, a ghost, an asteroid and two variables per CCD, rendered in
+    # seconds (the coadd truth tests run the whole pipeline on it).
+    offset = 524 * 0.0135
+    return SimConfig(
+        name="small",
+        detectors=(
+            DetectorChoice(name="ccd13", amp_width=256, height=1024, focal_plane_mm=(0.0, offset)),
+            DetectorChoice(name="ccd22", amp_width=256, height=1024, focal_plane_mm=(0.0, -offset)),
+        ),
+        seed=4321,
+        observing=ObservingConfig(
+            n_visits=8,
+            dither_arcsec=8.0,
+            rotated_visit=3,
+            rotation_deg=30.0,
+            seeing_fwhm_arcsec=(0.6, 1.2),
+        ),
+        scene=SceneConfig(
+            star_mag=(16.0, 22.5),
+            min_stars_per_ccd=30,
+            min_galaxies_per_ccd=10,
+            bright_stars_per_ccd=1,
+            bright_star_mag=(13.5, 14.0),
+            variables_per_ccd=2,
+            variable_mag=(17.5, 19.0),
+            n_asteroids=1,
+            edge_margin_px=40.0,
+        ),
+        artifacts=ArtifactConfig(
+            trail_visits=(1, 5),
+            trail_angle_deg=(-12.0, 12.0),
+            ghost_visit=2,
+            ghost_radius_arcsec=20.0,
+            ghost_sb_mag=22.5,
+            min_cosmic_rays_per_ccd=8,
+        ),
+        calibrations=CalibrationConfig(n_bias=2, n_dark=1, n_flat=1),
+    )
+
+
 def _demo() -> SimConfig:
     return SimConfig(
         name="demo",
@@ -315,10 +358,11 @@ def _full() -> SimConfig:
     )
 
 
-PRESETS: dict[str, SimConfig] = {"tiny": _tiny(), "demo": _demo(), "full": _full()}
-"""Named configurations: ``tiny`` (seconds, tests), ``demo`` (4 CCDs, minutes), ``full`` (36 CCDs)."""
+PRESETS: dict[str, SimConfig] = {"tiny": _tiny(), "small": _small(), "demo": _demo(), "full": _full()}
+"""Named configurations: ``tiny`` (seconds, tests), ``small`` (tiny CCDs, 8 visits: coadd
+tests), ``demo`` (4 CCDs, minutes), ``full`` (36 CCDs)."""
 
-PresetName = Literal["tiny", "demo", "full"]
+PresetName = Literal["tiny", "small", "demo", "full"]
 
 
 def get_preset(name: str) -> SimConfig:
