@@ -8,7 +8,8 @@ rejection achieved on one patch:
   the calexp, adds more than ``threshold`` times the warp's own per-pixel noise, on
   pixels the coadd could use (finite, none of the final assembly's bad planes).  The
   score is the fraction of them CLIPPED (or set NO_DATA) in that warp's alternative
-  mask.  Cosmic rays the ISR already flagged CR are counted apart.
+  mask.  Cosmic-ray pixels the ISR flagged CR were repaired in the calexp and are
+  counted apart (the ISR's share); only the charge it left is warped and scored.
 * **leak**: the artifacts' contribution to the coadd, obtained by assembling the
   truth-artifact warps with the very weights, masks and alternative masks of the final
   assembly (a MEAN is linear in its inputs, so this is exact), summed over the artifact
@@ -108,6 +109,9 @@ class PatchTruth:
     bright (saturating), hlr_px, and per-visit fluxes of variables."""
     variable_flux: dict[int, dict[int, float]] = field(default_factory=dict)
     """source id -> visit -> flux (nJy) of the variable stars."""
+    isr_cosmic_rays: tuple[int, int] = (0, 0)
+    """Calexp pixels where a cosmic ray adds more than 1 sigma, and how many of them the
+    ISR flagged CR (and repaired), over the calexps given."""
 
 
 _TRUTH_DTYPE = np.dtype([("id", "i8"), ("x", "f8"), ("y", "f8"), ("kind", "U8"), ("flux", "f8"), ("bright", "?"), ("hlr_px", "f8")])
@@ -121,11 +125,16 @@ def patch_truth(
     warp_config: MakeWarpConfig | None = None,
 ) -> PatchTruth:
     """Truth of a patch: the artifacts warped like ``calexps`` (visit -> its calexps, each
-    with ``visit_info.detector_name``) plus the sources' patch positions and fluxes."""
+    with ``visit_info.detector_name``) plus the sources' patch positions and fluxes.
+
+    Cosmic rays the ISR flagged CR were repaired in the calexp, so only the charge of
+    unflagged pixels is warped: what the warps still hold.
+    """
     band = plan.config.observing.band
     by_expnum = {e.expnum: e for e in plan.science}
     artifacts: dict[int, dict[str, np.ndarray]] = {}
     seeing: dict[int, float] = {}
+    cr_significant = cr_flagged = 0
     tract_scale = float(np.sqrt(abs(np.linalg.det(tract_wcs.pixel_scale_matrix)))) * 3600.0
     for visit, exposures in calexps.items():
         exp = by_expnum[visit]
@@ -139,6 +148,13 @@ def patch_truth(
             for kind, charge in artifact_electrons(plan, visit, name).items():
                 if charge.shape != calexp.bbox.shape:
                     raise ValueError(f"visit {visit} {name}: render {charge.shape} != calexp {calexp.bbox.shape}")
+                if kind == "cosmic_ray":
+                    flagged = (calexp.mask & calexp.planes.bitmask("CR")) != 0 if "CR" in calexp.planes else np.zeros(charge.shape, bool)
+                    calibration = calexp.photo_calib.calibration_mean if calexp.photo_calib is not None else 1.0
+                    loud = charge * (njy_per_e / calibration) > np.sqrt(np.where(calexp.variance > 0, calexp.variance, np.inf))
+                    cr_significant += int(loud.sum())
+                    cr_flagged += int((loud & flagged).sum())
+                    charge = np.where(flagged, np.float32(0.0), charge)
                 mi = MaskedImage(charge * np.float32(njy_per_e), np.zeros(charge.shape, np.int32),
                                  np.zeros(charge.shape, np.float32), xy0=calexp.bbox.xy0)
                 per_kind.setdefault(kind, []).append(
@@ -155,7 +171,7 @@ def patch_truth(
                 images[kind] = image
         artifacts[visit] = images
     sources, variable_flux = _sources(plan, bbox, tract_wcs, tract_scale, band)
-    return PatchTruth(bbox, tract_wcs, artifacts, seeing, sources, variable_flux)
+    return PatchTruth(bbox, tract_wcs, artifacts, seeing, sources, variable_flux, (cr_significant, cr_flagged))
 
 
 def _no_coverage_cut(config: MakeWarpConfig | None) -> MakeWarpConfig:
@@ -204,7 +220,6 @@ class KindScore:
 
     pixels: int = 0
     rejected: int = 0
-    flagged_by_isr: int = 0  # cosmic rays already CR in the warp (not counted in pixels)
     leak_njy: float = 0.0
     leak_sigma: float = 0.0
     plain_mean_leak_njy: float = 0.0
@@ -234,6 +249,7 @@ class CoaddScore:
     noise_ratio: float
     n_noise_pixels: int
     clipped_pixels: int
+    isr_cosmic_rays: tuple[int, int] = (0, 0)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -251,9 +267,10 @@ class CoaddScore:
             if k is None or k.pixels == 0:
                 continue
             out.append((f"{kind} pixels > {self.threshold_sigma:g} sigma rejected", f"{k.rejected}/{k.pixels} = {100 * k.fraction:.2f}%"))
-            if kind == "cosmic_ray":
-                out.append(("cosmic-ray pixels already CR from ISR", str(k.flagged_by_isr)))
             out.append((f"{kind} flux left in coadd", f"{k.leak_njy:.0f} nJy = {k.leak_sigma:+.2f} sigma (plain mean: {k.plain_mean_leak_njy:.0f})"))
+        n_cr, n_flagged = self.isr_cosmic_rays
+        if n_cr:
+            out.insert(0, ("cosmic-ray calexp pixels > 1 sigma flagged CR by ISR", f"{n_flagged}/{n_cr} = {100 * n_flagged / n_cr:.2f}%"))
         out += [
             ("static stars with a false clip", f"{self.static_false_clips}/{self.n_static}"),
             ("variable stars with a false clip", f"{self.variable_false_clips}/{self.n_variable}"),
@@ -292,20 +309,21 @@ def score_coadd(
     weights = [float(w) for w in coadd.metadata.get("COADD_WEIGHTS", [1.0] * len(visits))]
     bad_planes = tuple(config.bad_mask_planes) + ("CLIPPED",)
     usable: dict[int, np.ndarray] = {}
-    rejected: dict[int, np.ndarray] = {}
+    clipped: dict[int, np.ndarray] = {}  # CLIPPED on pixels the coadd could have used
+    rejected: dict[int, np.ndarray] = {}  # CLIPPED or NO_DATA (no PSF-matched pixel)
     sigma: dict[int, np.ndarray] = {}
-    cr_flag: dict[int, np.ndarray] = {}
     for v in visits:
         w = warps[v]
         u = _place(_usable(w, config.bad_mask_planes).astype(np.uint8), w.bbox, box, 0).astype(bool)
         usable[v] = u
         sigma[v] = np.sqrt(_place(np.where(np.isfinite(w.variance), w.variance, np.inf), w.bbox, box, np.inf))
-        cr_bit = w.planes.bitmask("CR") if "CR" in w.planes else 0
-        cr_flag[v] = _place(((w.mask & cr_bit) != 0).astype(np.uint8), w.bbox, box, 0).astype(bool)
         alt = alt_masks.get(v)
+        clip = np.zeros(box.shape, bool)
         rej = np.zeros(box.shape, bool)
         if alt is not None:
-            rej |= spans_to_mask(alt.clipped, box) | spans_to_mask(alt.no_data, box)
+            clip = spans_to_mask(alt.clipped, box) & u
+            rej = clip | spans_to_mask(alt.no_data, box)
+        clipped[v] = clip
         rejected[v] = rej
     kinds = {k: KindScore() for k in ARTIFACT_KINDS}
     artifact_zone: dict[int, np.ndarray] = {}
@@ -316,9 +334,6 @@ def score_coadd(
             significant = (image > threshold * sigma[v]) & usable[v]
             zone |= image > 0.1 * sigma[v]
             ks = kinds[kind]
-            if kind == "cosmic_ray":
-                ks.flagged_by_isr += int((significant & cr_flag[v]).sum())
-                significant &= ~cr_flag[v]
             ks.pixels += int(significant.sum())
             ks.rejected += int((significant & rejected[v]).sum())
             union[kind] |= significant
@@ -337,14 +352,14 @@ def score_coadd(
         noise = float(np.sqrt(np.sum(coadd_sigma[sel] ** 2)))
         ks.leak_sigma = ks.leak_njy / noise if noise > 0 else float("nan")
     stars = truth.sources[np.isin(truth.sources["kind"], ["star", "variable"])]
-    false = _false_clips(stars, visits, rejected, usable, artifact_zone, truth, star_radius_fwhm)
+    false = _false_clips(stars, visits, clipped, usable, artifact_zone, truth, star_radius_fwhm)
     static_off, n_static_phot, var_off, n_var_phot, phot_rows = _photometry(coadd, truth, visits, weights, usable, rejected)
     noise_ratio, n_noise = _noise_ratio(coadd, truth)
     clipped_bit = coadd.planes.bitmask("CLIPPED")
     return CoaddScore(
         method=method,
         threshold_sigma=threshold,
-        kinds={k: s for k, s in kinds.items() if s.pixels or s.flagged_by_isr},
+        kinds={k: s for k, s in kinds.items() if s.pixels},
         n_static=int(np.sum(stars["kind"] == "star")),
         n_variable=int(np.sum(stars["kind"] == "variable")),
         static_false_clips=false["star"],
@@ -358,6 +373,7 @@ def score_coadd(
         noise_ratio=noise_ratio,
         n_noise_pixels=n_noise,
         clipped_pixels=int(((coadd.mask & clipped_bit) != 0).sum()),
+        isr_cosmic_rays=truth.isr_cosmic_rays,
         details={"photometry": phot_rows, "false_clip_stars": false["which"]},
     )
 
@@ -395,7 +411,7 @@ def _assemble_truth(
 def _false_clips(
     stars: np.ndarray,
     visits: Sequence[int],
-    rejected: Mapping[int, np.ndarray],
+    clipped: Mapping[int, np.ndarray],
     usable: Mapping[int, np.ndarray],
     artifact_zone: Mapping[int, np.ndarray],
     truth: PatchTruth,
@@ -424,7 +440,7 @@ def _false_clips(
             if artifact_zone[v][near.slices(box)].any():
                 out["excluded"] += 1
                 continue
-            n = int((disk & rejected[v][sl]).sum())
+            n = int((disk & clipped[v][sl]).sum())
             if n:
                 hit = True
                 out["pixels"] += n
@@ -449,11 +465,11 @@ def _photometry(
     Aperture radius 2 FWHM (the broadest visit's), corrected to total with the coadd PSF
     at the star; sky from the median of an annulus.  A star is used when its aperture
     and annulus lie in the box, no pixel of the aperture is NO_DATA, SAT, BAD or EDGE,
-    every visit either covers the whole aperture or none of it (a constant set of
-    inputs), and the light its neighbours could throw into the aperture (Moffat beta 3.5
-    wings beyond their distance to the aperture edge; galaxies counted from 2 half-light
-    radii closer) is below ``contamination`` of its flux.  A variable's truth is the
-    coadd-weighted mean of its per-visit fluxes over the visits used at its position.
+    and the light its neighbours could throw into the aperture (Moffat beta 3.5 wings
+    beyond their distance to the aperture edge; galaxies counted from 2 half-light radii
+    closer) is below ``contamination`` of its flux.  A variable's truth is what the
+    weighted mean makes of it: per pixel the coadd-weighted mean of its per-visit fluxes
+    over the visits used there, averaged over the aperture with the PSF as weight.
     """
     box = truth.bbox
     src = truth.sources
@@ -472,18 +488,17 @@ def _photometry(
         wing = np.clip(src["flux"], 0.0, None) * (1.0 + (d / alpha) ** 2) ** (1.0 - 3.5)
         if float(np.sum(wing[src["id"] != s["id"]])) > contamination * s["flux"]:
             continue
-        ix, iy = int(round(x)) - box.x0, int(round(y)) - box.y0
+        ix, iy = int(round(x)), int(round(y))
         h = int(math.ceil(r_out)) + 1
-        sl = (slice(iy - h, iy + h + 1), slice(ix - h, ix + h + 1))
+        cut = Box(ix - h, iy - h, ix + h, iy + h)
+        sl = cut.slices(box)
         img, msk = coadd.image[sl], coadd.mask[sl]
-        yy, xx = np.mgrid[sl[0], sl[1]]
-        rr = np.hypot(xx + box.x0 - x, yy + box.y0 - y)
+        yy, xx = np.mgrid[cut.y0 : cut.y1 + 1, cut.x0 : cut.x1 + 1]
+        rr = np.hypot(xx - x, yy - y)
         ap, ann = rr <= r_ap, (rr >= r_in) & (rr <= r_out)
         if (msk[ap] & bad_bits).any() or not np.isfinite(img[ap | ann]).all():
             continue
-        used = [v for v in visits if (usable[v][sl][ap] & ~rejected[v][sl][ap]).all()]
-        partial = [v for v in visits if v not in used and (usable[v][sl][ap] & ~rejected[v][sl][ap]).any()]
-        if partial or not used or coadd.psf is None:
+        if coadd.psf is None:
             continue
         sky = float(np.median(img[ann]))
         flux = float(np.sum(img[ap] - sky))
@@ -493,8 +508,22 @@ def _photometry(
         ap_frac = float(stamp[np.hypot(px + psf.bbox.x0 - x, py + psf.bbox.y0 - y) <= r_ap].sum())
         flux /= ap_frac
         if s["kind"] == "variable":
+            # what a weighted mean makes of it: per pixel the mean over the visits used
+            # there, averaged over the aperture with the PSF's weights
             fluxes = truth.variable_flux[int(s["id"])]
-            true = sum(weight[v] * fluxes[v] for v in used) / sum(weight[v] for v in used)
+            num = np.zeros(img.shape)
+            den = np.zeros(img.shape)
+            for v in visits:
+                used = usable[v][sl] & ~rejected[v][sl]
+                num += weight[v] * fluxes[v] * used
+                den += weight[v] * used
+            inter = psf.bbox.intersection(cut)
+            prof = np.zeros(img.shape)
+            prof[inter.slices(cut)] = stamp[inter.slices(psf.bbox)]
+            prof *= ap & (den > 0)
+            if prof.sum() <= 0:
+                continue
+            true = float(np.sum(prof * num / np.where(den > 0, den, 1.0)) / prof.sum())
         else:
             true = float(s["flux"])
         rows.append((int(s["id"]), str(s["kind"]), flux, true))
