@@ -19,13 +19,13 @@ added in quadrature.
 
 Measured on the ``tiny`` simulation (r <= 22 reference stars with Pan-STARRS-like
 errors): within 0.2 % of the true zero point on the four ccd13 visits (8-13 stars,
-errors 0.45-0.65 %); ccd22 has only faint unblended reference stars (r > 20.5, 0.05-0.07
-mag each) and gets 0.03-2.4 % with errors of 0.6-2.0 %, each within 1.5 sigma.  That is
-the catalog's noise, not a bias of the fit: the same few faint stars serve every visit
-and their catalog errors happen to be mostly negative.  With their true magnitudes the
-ccd22 zero points are within 0.5 % (visits 1 and 2: +0.3 and +1.1 mmag instead of -13.8
-and -26.4), and the median PSF flux of the calibration stars is within 0.5 % of the true
-flux.  Over 30 other seeds (231 CCD-visits) the zero point has no bias (median flux
+errors 0.45-0.65 %); ccd22's 5-10 calibration stars are mostly faint (r > 20.5,
+0.05-0.07 mag each) and it gets 0.03-2.4 % with errors of 0.6-2.0 %, each within 1.5
+sigma.  That is the catalog's noise, not a bias of the fit: the same stars serve every
+visit and their catalog errors happen to be mostly negative.  With their true magnitudes
+the ccd22 zero points are within 0.6 % (visits 1 and 2: +0.3 and +1.1 mmag instead of
+-13.8 and -26.4), and the median PSF flux of the calibration stars is within 0.5 % of
+the true flux.  Over 30 other seeds (231 CCD-visits) the zero point has no bias (median flux
 error -0.03 %) and 229 are within 3 sigma.  On full ``demo`` CCDs (34-45 stars):
 0.03-0.4 % (``benchmarks/calexp_benchmark.py``).
 """
