@@ -212,7 +212,7 @@ def _init_worker(workdir: str, keys: list[str], refcat_path: str, band: str, war
     masters: dict[str, dict[str, Any]] = {}
     for key in keys:
         det = key.split("-")[0]
-        if det in masters:  # one set of masters per detector, as in memory once
+        if det in masters:  # one set of masters per detector, shared by its CCDs
             with np.load(Path(workdir) / f"{key}_raw.npz") as data:
                 _STATE["inputs"][key] = CcdInputs(data["raw"], fits.Header.fromstring(str(data["header"])), masters[det])
         else:
