@@ -132,6 +132,7 @@ def _report(
             for c in coadds["coadds"]
         ],
         f"   QA pictures (coadd, CLIPPED mask, epoch count): {coadds['qa_dir']}",
+        f"   score against the truth (CompareWarp and SafeClip side by side): coadd evaluate {out_dir}",
         "",
         f"repository:       {out_dir / 'repo'}  (try: coadd query datasets {out_dir / 'repo'} raw -c MegaPrime/raw/all)",
         f"raw files:        {out_dir / 'raw'}",
