@@ -65,7 +65,7 @@ from coadd_core.skymap import make_skymap  # noqa: E402
 from coadd_core.visit_info import VisitInfo  # noqa: E402
 from coadd_core.wcs_utils import shifted  # noqa: E402
 from registry.dataset_types import STANDARD_DATASET_TYPES  # noqa: E402
-from registry.refs import DatasetRef, DatasetType  # noqa: E402
+from registry.refs import DatasetRef  # noqa: E402
 from registry.worker import WorkerButler  # noqa: E402
 
 INSTRUMENT = "MegaPrime"
