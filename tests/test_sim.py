@@ -753,3 +753,20 @@ def test_trail_profile_is_symmetric_and_bounded() -> None:
     assert img[50, 40] == pytest.approx(100.0)
     assert np.allclose(img[:, 38], img[:, 42]) and img[:, 60].max() == 0.0
     assert img.sum(axis=1) == pytest.approx(np.full(100, 100.0 * math.sqrt(2 * math.pi) * 2.0), rel=1e-3)
+
+
+def test_variable_flares_brighten_one_visit_and_leave_the_rest_of_the_catalog() -> None:
+    from coadd_core.sim.scene import variable_mag
+
+    base = get_preset("small")
+    flaring = base.model_copy(update={"scene": base.scene.model_copy(update={"variable_flare_mag": (1.0, 1.0)})})
+    quiet, loud = plan_survey(base), plan_survey(flaring)
+    # the flares come from a child random stream: every other column is unchanged
+    for name in quiet.catalog.colnames:
+        a, b = np.asarray(quiet.catalog[name]), np.asarray(loud.catalog[name])
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    rows = loud.catalog[loud.catalog["kind"] == "variable"]
+    assert len(rows) == 4
+    for row, plain in zip(rows, quiet.catalog[quiet.catalog["kind"] == "variable"]):
+        diffs = np.array([float(variable_mag(row, "r", e.mjd_mid) - variable_mag(plain, "r", e.mjd_mid)) for e in loud.science])
+        assert np.sum(diffs == -1.0) == 1 and np.sum(diffs == 0.0) == len(diffs) - 1

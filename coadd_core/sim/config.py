@@ -137,14 +137,19 @@ class SceneConfig(_Model):
     variable_mag: Range = Field((17.5, 20.0), description="mean magnitude range of variable stars")
     variable_amplitude_mag: Range = Field((0.3, 0.8), description="range of the semi-amplitude (mag)")
     variable_period_days: Range = Field((0.04, 0.2), description="range of the (sinusoidal) period (d)")
+    variable_flare_mag: Range = Field(
+        (0.0, 0.0), description="brightening (mag) of each variable during one visit (a flare); (0, 0) = none"
+    )
     n_asteroids: int = Field(1, ge=0, description="moving objects in the field")
     asteroid_mag: Range = Field((19.0, 20.0), description="magnitude range of asteroids")
-    asteroid_rate_arcsec_per_hour: Range = Field((12.0, 20.0), description="range of the sky motion rate")
+    asteroid_rate_arcsec_per_hour: Range = Field(
+        (30.0, 45.0), description="range of the sky motion rate (main-belt rates near opposition)"
+    )
     edge_margin_px: float = Field(30.0, ge=0, description="special objects stay this far inside a CCD")
 
     _check = field_validator(
         "star_mag", "galaxy_mag", "bright_star_mag", "variable_mag", "variable_amplitude_mag",
-        "variable_period_days", "asteroid_mag", "asteroid_rate_arcsec_per_hour",
+        "variable_period_days", "variable_flare_mag", "asteroid_mag", "asteroid_rate_arcsec_per_hour",
     )(_ordered)
 
 
@@ -294,8 +299,9 @@ def _tiny() -> SimConfig:
 def _small() -> SimConfig:
     # Two 512 x 1024 CCDs (a quarter of a real one each way) stacked North-South as in
     # tiny, with the demo's eight visits: enough epochs for the CompareWarp temporal rule,
-    # two satellite trails, a ghost, an asteroid and two variables per CCD, rendered in
-    # seconds (the coadd truth tests run the whole pipeline on it).
+    # two satellite trails, a ghost, an asteroid moving a few PSF widths between visits
+    # and two variable stars per CCD; rendered in seconds (the coadd truth tests run the
+    # whole pipeline on it).
     offset = 524 * 0.0135
     return SimConfig(
         name="small",

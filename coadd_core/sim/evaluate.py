@@ -6,7 +6,9 @@ rejection achieved on one patch:
 * **artifact pixels** of a direct warp are those where the noise-free artifact (trail,
   ghost, asteroid or cosmic ray), rendered by the simulator on the CCD and warped like
   the calexp, adds more than ``threshold`` times the warp's own per-pixel noise, on
-  pixels the coadd could use (finite, none of the final assembly's bad planes).  The
+  pixels the coadd could use (finite, none of the final assembly's bad planes) and at
+  least ``min_epochs`` visits deep (with two, no clipping rule can tell the transient
+  from the static sky; those pixels are counted apart).  The
   score is the fraction of them CLIPPED (or set NO_DATA) in that warp's alternative
   mask.  Cosmic-ray pixels the ISR flagged CR were repaired in the calexp and are
   counted apart (the ISR's share); only the charge it left is warped and scored.
@@ -220,6 +222,7 @@ class KindScore:
 
     pixels: int = 0
     rejected: int = 0
+    shallow: int = 0  # artifact pixels where fewer than min_epochs visits have data (not scored)
     leak_njy: float = 0.0
     leak_sigma: float = 0.0
     plain_mean_leak_njy: float = 0.0
@@ -264,9 +267,10 @@ class CoaddScore:
         out = []
         for kind in ARTIFACT_KINDS:
             k = self.kinds.get(kind)
-            if k is None or k.pixels == 0:
+            if k is None or k.pixels + k.shallow == 0:
                 continue
-            out.append((f"{kind} pixels > {self.threshold_sigma:g} sigma rejected", f"{k.rejected}/{k.pixels} = {100 * k.fraction:.2f}%"))
+            shallow = f" (+{k.shallow} where < 3 visits)" if k.shallow else ""
+            out.append((f"{kind} pixels > {self.threshold_sigma:g} sigma rejected", f"{k.rejected}/{k.pixels} = {100 * k.fraction:.2f}%{shallow}"))
             out.append((f"{kind} flux left in coadd", f"{k.leak_njy:.0f} nJy = {k.leak_sigma:+.2f} sigma (plain mean: {k.plain_mean_leak_njy:.0f})"))
         n_cr, n_flagged = self.isr_cosmic_rays
         if n_cr:
@@ -299,6 +303,7 @@ def score_coadd(
     *,
     threshold: float = 1.0,
     star_radius_fwhm: float = 2.0,
+    min_epochs: int = 3,
 ) -> CoaddScore:
     """Truth scores of ``coadd`` made by ``method`` from the direct ``warps`` (visit ->
     warp) with ``alt_masks`` (visit -> alternative mask) and final assembly ``config``."""
@@ -328,12 +333,18 @@ def score_coadd(
     kinds = {k: KindScore() for k in ARTIFACT_KINDS}
     artifact_zone: dict[int, np.ndarray] = {}
     union: dict[str, np.ndarray] = {k: np.zeros(box.shape, bool) for k in ARTIFACT_KINDS}
+    # where fewer than min_epochs visits have data no clipping rule can act (LSST's
+    # effective maximum number of epochs is 0 for N <= 2): counted apart
+    depth = np.sum([usable[v] for v in visits], axis=0) if visits else np.zeros(box.shape, int)
+    deep = depth >= min_epochs
     for v in visits:
         zone = np.zeros(box.shape, bool)
         for kind, image in truth.artifacts.get(v, {}).items():
             significant = (image > threshold * sigma[v]) & usable[v]
             zone |= image > 0.1 * sigma[v]
             ks = kinds[kind]
+            ks.shallow += int((significant & ~deep).sum())
+            significant &= deep
             ks.pixels += int(significant.sum())
             ks.rejected += int((significant & rejected[v]).sum())
             union[kind] |= significant
@@ -359,7 +370,7 @@ def score_coadd(
     return CoaddScore(
         method=method,
         threshold_sigma=threshold,
-        kinds={k: s for k, s in kinds.items() if s.pixels},
+        kinds={k: s for k, s in kinds.items() if s.pixels or s.shallow},
         n_static=int(np.sum(stars["kind"] == "star")),
         n_variable=int(np.sum(stars["kind"] == "variable")),
         static_false_clips=false["star"],
@@ -458,12 +469,14 @@ def _photometry(
     usable: Mapping[int, np.ndarray],
     rejected: Mapping[int, np.ndarray],
     contamination: float = 0.003,
+    min_flux: float = 1.0e4,
 ) -> tuple[float, int, float, int, list[tuple[int, str, float, float]]]:
     """Median fractional offsets of the aperture fluxes of isolated unsaturated stars
     (static, variable) from truth.
 
-    Aperture radius 2 FWHM (the broadest visit's), corrected to total with the coadd PSF
-    at the star; sky from the median of an annulus.  A star is used when its aperture
+    Stars of at least ``min_flux`` nJy (about 21.4 mag, where the aperture noise is
+    well under 1 %).  Aperture radius 2 FWHM (the broadest visit's), corrected to total
+    with the coadd PSF at the star; sky from the median of an annulus.  A star is used when its aperture
     and annulus lie in the box, no pixel of the aperture is NO_DATA, SAT, BAD or EDGE,
     and the light its neighbours could throw into the aperture (Moffat beta 3.5 wings
     beyond their distance to the aperture edge; galaxies counted from 2 half-light radii
@@ -480,7 +493,7 @@ def _photometry(
     bad_bits = coadd.planes.bitmask(*[p for p in ("NO_DATA", "SAT", "BAD", "EDGE") if p in coadd.planes])
     rows: list[tuple[int, str, float, float]] = []
     weight = dict(zip(visits, weights))
-    for s in src[np.isin(src["kind"], ["star", "variable"]) & ~src["bright"]]:
+    for s in src[np.isin(src["kind"], ["star", "variable"]) & ~src["bright"] & (src["flux"] >= min_flux)]:
         x, y = float(s["x"]), float(s["y"])
         if not (box.x0 + r_out + 1 <= x <= box.x1 - r_out - 1 and box.y0 + r_out + 1 <= y <= box.y1 - r_out - 1):
             continue

@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from coadd_core.camera import Detector
 from coadd_core.sim.conditions import Exposure
-from coadd_core.sim.config import SimConfig
+from coadd_core.sim.config import SceneConfig, SimConfig
 from coadd_core.sim.geometry import DetectorOnSky, fp_to_sky_matrix, inverse_gnomonic, offset_by
 
 __all__ = [
@@ -194,9 +194,15 @@ def asteroid_position(row, mjd: float | np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def variable_mag(row, band: str, mjd: float | np.ndarray) -> np.ndarray:
-    """Magnitude of a variable star catalog row in ``band`` at ``mjd`` (sinusoid)."""
-    phase = 2 * np.pi * (np.asarray(mjd, dtype=float) - row["var_t0_mjd"]) / row["var_period_days"]
-    return row[f"{band}_mag"] + row["var_amplitude_mag"] * np.sin(phase + row["var_phase_rad"])
+    """Magnitude of a variable star catalog row in ``band`` at ``mjd``: a sinusoid, plus
+    a flare (``var_flare_mag`` brighter from ``var_flare_start_mjd`` to ``_end_mjd``)."""
+    t = np.asarray(mjd, dtype=float)
+    phase = 2 * np.pi * (t - row["var_t0_mjd"]) / row["var_period_days"]
+    mag = row[f"{band}_mag"] + row["var_amplitude_mag"] * np.sin(phase + row["var_phase_rad"])
+    if "var_flare_mag" in row.colnames and row["var_flare_mag"] > 0:
+        flaring = (t >= row["var_flare_start_mjd"]) & (t <= row["var_flare_end_mjd"])
+        mag = mag - row["var_flare_mag"] * flaring
+    return mag
 
 
 def source_positions(catalog: Table, mjd: float) -> tuple[np.ndarray, np.ndarray]:
@@ -207,6 +213,21 @@ def source_positions(catalog: Table, mjd: float) -> tuple[np.ndarray, np.ndarray
         a, d = asteroid_position(catalog[i], mjd)
         ra[i], dec[i] = float(a), float(d)
     return ra, dec
+
+
+def _add_flares(table: Table, sc: SceneConfig, science: Sequence[Exposure], rng: np.random.Generator) -> None:
+    """One flare per variable, lasting one visit's exposure; drawn from a child stream so
+    the rest of the catalog is the same with or without flares."""
+    frng = rng.spawn(1)[0]
+    n = len(table)
+    for name in ("var_flare_mag", "var_flare_start_mjd", "var_flare_end_mjd"):
+        table[name] = np.full(n, np.nan)
+    table["var_flare_mag"] = np.zeros(n)
+    for i in np.flatnonzero(np.asarray(table["kind"]) == "variable"):
+        visit = science[int(frng.integers(len(science)))]
+        table["var_flare_mag"][i] = float(frng.uniform(*sc.variable_flare_mag))
+        table["var_flare_start_mjd"][i] = visit.mjd_start
+        table["var_flare_end_mjd"][i] = visit.mjd_end
 
 
 def make_catalog(
@@ -301,6 +322,8 @@ def make_catalog(
         table["var_period_days"][i] = period
         table["var_phase_rad"][i] = phase
         table["var_t0_mjd"][i] = mjd_ref
+    if sc.variable_flare_mag[1] > 0 and is_var.any() and science:
+        _add_flares(table, sc, science, rng)
 
     table = _add_asteroids(table, config, detectors, science, views, sample, taken, rng)
     table["id"] = np.arange(1, len(table) + 1, dtype=np.int64)
