@@ -339,3 +339,32 @@ def test_results_do_not_depend_on_chunks_or_threads() -> None:
     assert np.array_equal(a.image, b.image, equal_nan=True)
     assert np.array_equal(a.variance, b.variance)
     assert np.array_equal(a.mask, b.mask)
+
+
+def test_a_narrow_ccd_is_matched_up_to_its_edges() -> None:
+    """Two columns of 128 px cells cannot constrain a quadratic Chebyshev term in x: the
+    kernel must not run wild between the cells and the box edges (narrow CCDs, slivers of
+    a CCD at a patch edge)."""
+    psf = MoffatPsf(SEEING_EXTREMES[0], beta=SIM_BETA)
+    shape = (600, 200)
+    stars = [(x + 0.3, y - 0.2) for x in (30, 100, 170) for y in (100, 300, 500)]
+    img = np.zeros(shape)
+    for x, y in stars:
+        stamp = psf.compute_image(x, y)
+        b = stamp.bbox.intersection(Box.from_shape(shape))
+        img[b.slices(Box.from_shape(shape))] += FLUX * stamp.array[b.slices(stamp.bbox)]
+    calexp = Exposure(
+        MaskedImage(img.astype(np.float32), variance=np.full(shape, 1.0, np.float32)),
+        wcs=tan_wcs((100.0, 300.0)), psf=psf, photo_calib=PhotoCalib(1.0),
+        visit_info=VisitInfo(visit_id=42, detector=1, band="i"),
+    )
+    direct = make_direct_warp([calexp], OUTER, TRACT_WCS, visit=42)
+    warp = make_psf_matched_warp(direct)
+    transform = PixelTransform(calexp.wcs, warp.wcs)
+    for x, y in stars:
+        dx, dy = transform.src_to_dest(np.array([x]), np.array([y]))
+        ix, iy = int(round(float(dx[0]))) - warp.bbox.x0, int(round(float(dy[0]))) - warp.bbox.y0
+        stamp = warp.image[iy - 20 : iy + 21, ix - 20 : ix + 21].astype(np.float64)
+        stamp = np.nan_to_num(stamp)  # the convolution border of the CCD edge
+        _, _, ixx, iyy, _ = adaptive_moments(stamp)
+        assert abs(ixx / MODEL_IXX - 1) < 0.01 and abs(iyy / MODEL_IXX - 1) < 0.01, (x, y, ixx / MODEL_IXX, iyy / MODEL_IXX)
