@@ -13,6 +13,7 @@ from flows.cli import build_parser, main
 
 SUBCOMMANDS = [
     ["demo"],
+    ["evaluate"],
     ["simulate"],
     ["camera"],
     ["skymap"],
@@ -154,3 +155,9 @@ def test_bad_collection_name_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["query", "datasets", str(tmp_path), "raw", "-c", "../etc"])
     assert exc.value.code == 2
+
+
+def test_evaluate_names_a_directory_that_is_not_a_simulated_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "simulation.json" in err and len(err.strip().splitlines()) == 1
