@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,27 @@ class PatchEvaluation:
     stored_coadd_max_diff: float = float("nan")
     """Largest difference of the re-assembled CompareWarp coadd from the stored deepCoadd,
     relative to the stored coadd's largest absolute value."""
+
+
+class _LazyCalexps(Mapping[int, list[Any]]):
+    """visit -> its calexps, read from the butler when asked for (and not kept)."""
+
+    def __init__(self, butler: Any, collections: str, instrument: str, visits: list[int]) -> None:
+        self._butler, self._collections, self._instrument, self._visits = butler, collections, instrument, visits
+
+    def __getitem__(self, visit: int) -> list[Any]:
+        if visit not in self._visits:
+            raise KeyError(visit)
+        refs = self._butler.query_datasets(
+            "calexp", self._collections, data_id={"instrument": self._instrument, "visit": visit}
+        )
+        return [self._butler.get(r) for r in refs]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._visits)
+
+    def __len__(self) -> int:
+        return len(self._visits)
 
 
 def _plan(out_dir: Path) -> Any:
@@ -86,13 +108,8 @@ def evaluate_run(
             direct_refs = butler.query_datasets("deepCoadd_directWarp", warps, data_id=did)
             matched_refs = butler.query_datasets("deepCoadd_psfMatchedWarp", warps, data_id=did)
             direct = {int(r.data_id["visit"]): butler.get(r) for r in direct_refs}
-            matched = {int(r.data_id["visit"]): butler.get(r) for r in matched_refs}
-            visit_calexps: dict[int, list[Any]] = {}
-            for visit in direct:
-                refs = butler.query_datasets("calexp", calexps, data_id={"instrument": plan.camera.name, "visit": visit})
-                if not refs:
-                    refs = butler.query_datasets("calexp", calexps, where=f"visit = {visit}")
-                visit_calexps[visit] = [butler.get(r) for r in refs]
+            # calexps are read one visit at a time while the truth is rendered
+            visit_calexps = _LazyCalexps(butler, calexps, plan.camera.name, sorted(direct))
             # assemble and score where the warps have pixels (the rest of a patch holds
             # nothing in a small run); only the local backgrounds of the template detection
             # see a different grid, so the stored coadd is reproduced closely, not exactly
@@ -107,7 +124,10 @@ def evaluate_run(
             for method in methods:
                 if method == "compare-warp":
                     config: Any = CompareWarpConfig(do_n_image=True)
-                    m_handles = [WarpHandle.from_exposure(w, visit=v) for v, w in sorted(matched.items())]
+                    m_handles = [
+                        WarpHandle.from_file(butler.datastore.local_path_or_url(r.uri), visit=int(r.data_id["visit"]))
+                        for r in matched_refs
+                    ]
                     result = compare_warp_assemble(handles, m_handles, box, tract.wcs, config)
                     mine = butler.get(ref, bbox=box)
                     diff = np.abs(np.nan_to_num(result.coadd.image) - np.nan_to_num(mine.image))
