@@ -309,6 +309,13 @@ def test_config_defaults_and_validation():
     assert (sc.sigma_clip, sc.clip_iter, sc.min_big_overlap) == (1.5, 3, 100)
     with pytest.raises(ValueError):
         SafeClipConfig(statistic="MEANCLIP")
+    # LSST options this pipeline cannot honour are refused when the config is made
+    with pytest.raises(ValueError, match="bright-object catalog"):
+        AssembleCoaddConfig(do_mask_bright_objects=True)
+    with pytest.raises(ValueError, match="doFilterMorphological"):
+        CompareWarpConfig(do_filter_morphological=True)
+    with pytest.raises(ValueError, match="doWriteArtifactMasks"):
+        CompareWarpConfig(do_write_artifact_masks=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -251,8 +251,6 @@ def assemble(
     """
     if not handles_and_weights:
         raise NoWorkFound("no warps to coadd")
-    if config.do_mask_bright_objects:
-        raise NotImplementedError("bright-object masks (doMaskBrightObjects) need a bright-object catalog input")
     if alt_masks is not None and len(alt_masks) != len(handles_and_weights):
         raise ValueError("alt_masks must have one entry per warp")
     t_start = time.perf_counter()

@@ -397,8 +397,6 @@ def compare_warp_assemble(
 ) -> CompareWarpResult:
     """CompareWarp coadd of the direct warps (§7.3): weights, template, artifacts, then a
     mean with CLIPPED inputs excluded and warp EDGE areas flagged on the coadd."""
-    if config.do_filter_morphological:
-        raise NotImplementedError("the streak filter (doFilterMorphological) is not available")
     weights = compute_weights(direct_handles, config, patch_bbox=patch_bbox)
     used = [h for h, _ in weights]
     if template is None:

@@ -65,7 +65,7 @@ class AssembleCoaddConfig(BaseModel):
         ("NO_DATA", "BAD", "SAT", "EDGE"), description="Planes that exclude an input pixel; LSST badMaskPlanes."
     )
     do_mask_bright_objects: bool = Field(
-        False, description="Mask bright-object regions; LSST doMaskBrightObjects, False."
+        False, description="Mask bright-object regions; LSST doMaskBrightObjects, False (True is refused: no bright-object catalog input)."
     )
     bright_object_mask_name: str = Field(
         "BRIGHT_OBJECT", description="Plane for bright-object regions; LSST brightObjectMaskName."
@@ -90,6 +90,9 @@ class AssembleCoaddConfig(BaseModel):
             raise ValueError(f"doInterp is not supported with statistic {self.statistic}")
         if min(self.subregion_size) <= 0:
             raise ValueError(f"subregion_size must be positive, got {self.subregion_size}")
+        if self.do_mask_bright_objects:
+            # refused when the config is made, not halfway through a run
+            raise ValueError("doMaskBrightObjects needs a bright-object catalog input, which this pipeline has not")
         return self
 
 
@@ -230,18 +233,22 @@ class CompareWarpConfig(AssembleCoaddConfig):
         0.05, ge=0, description="Keep candidates with more good pixels than this; LSST prefilterArtifactsRatio."
     )
     do_filter_morphological: bool = Field(
-        False, description="Streak (line) filter on the differences; LSST doFilterMorphological, False."
+        False, description="Streak (line) filter on the differences; LSST doFilterMorphological, False (True is refused: not available)."
     )
     streak_mask_name: str = Field("STREAK", description="Plane of detected streaks; LSST streakMaskName.")
     grow_streak_fp: float = Field(5.0, description="Streak growth in PSF sigma; LSST growStreakFp, 5.")
     do_write_artifact_masks: bool = Field(
-        False, description="Persist per-visit artifact masks; LSST doWriteArtifactMasks, False."
+        False, description="Persist per-visit artifact masks; LSST doWriteArtifactMasks, False (True is refused: not available)."
     )
 
     @model_validator(mode="after")
     def _check_template(self) -> "CompareWarpConfig":
         if self.assemble_static_sky_model.do_write and self.assemble_static_sky_model.warp_type == self.warp_type:
             raise ValueError("the template cannot be written with the same warp type as the coadd")
+        if self.do_filter_morphological:
+            raise ValueError("doFilterMorphological (the streak filter) is not available; leave it False")
+        if self.do_write_artifact_masks:
+            raise ValueError("doWriteArtifactMasks is not available; 'coadd evaluate' recomputes the masks")
         return self
 
 
