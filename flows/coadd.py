@@ -26,8 +26,7 @@ from flows.stage import (
     TaskOutcome,
     existing_outputs,
     failure_summary,
-    load_skymap,
-    prepare_output,
+    open_stage,
     register_outcomes,
 )
 from registry.refs import DatasetRef, DatasetType
@@ -138,18 +137,15 @@ def coadd_flow(
 ) -> dict[str, Any]:
     """Deep coadds of every patch x band that has warps in ``inputs``."""
     from registry import dataquery
-    from registry.butler import Butler
 
     if method not in METHODS:
         raise ValueError(f"unknown coadd method {method!r}; use one of {', '.join(METHODS)}")
     logger = get_run_logger()
-    butler = Butler.open(repo)
-    registry = butler.registry
-    skymap_name, sky = load_skymap(butler, skymap)
     node = dataquery.parse(where)
-    run = prepare_output(butler, output, inputs)
-    worker = WorkerButler.from_butler(butler)
-    types = {name: registry.get_dataset_type(name) for name in OUTPUT_TYPES}
+    setup = open_stage(repo, inputs, output, OUTPUT_TYPES, with_skymap=True, skymap=skymap)
+    butler, run, worker, types = setup.butler, setup.run, setup.worker, setup.types
+    registry = butler.registry
+    skymap_name, sky = setup.skymap_name, setup.skymap
     groups: dict[tuple, dict[str, list[DatasetRef]]] = defaultdict(lambda: {"direct": [], "psf": []})
     for kind, dtype in (("direct", "deepCoadd_directWarp"), ("psf", "deepCoadd_psfMatchedWarp")):
         for ref in butler.query_datasets(dtype, inputs, data_id={"skymap": skymap_name}):

@@ -21,7 +21,7 @@ from flows.stage import (
     TaskOutcome,
     existing_outputs,
     failure_summary,
-    prepare_output,
+    open_stage,
     register_outcomes,
 )
 from registry.refs import DatasetRef, DatasetType
@@ -93,14 +93,10 @@ def isr_flow(
     save_post_isr: bool = False,
 ) -> dict[str, Any]:
     """ISR + characterize every science exposure-detector matching ``where``."""
-    from registry.butler import Butler
-
     logger = get_run_logger()
-    butler = Butler.open(repo)
+    setup = open_stage(repo, inputs, output, ("calexp", "calexpBackground", "postISRCCD"))
+    butler, run, worker, types = setup.butler, setup.run, setup.worker, setup.types
     registry = butler.registry
-    run = prepare_output(butler, output, inputs)
-    worker = WorkerButler.from_butler(butler)
-    types = {name: registry.get_dataset_type(name) for name in ("calexp", "calexpBackground", "postISRCCD")}
     query = f"({where}) AND {SCIENCE}" if where.strip() else SCIENCE
     raws = butler.query_datasets("raw", inputs, query)
     if not raws:

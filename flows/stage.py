@@ -101,6 +101,42 @@ def failure_summary(failed: Sequence[TaskOutcome]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class StageSetup:
+    """What every pixel stage opens first: the butler, its output RUN, the file-only
+    butler handed to tasks and the output dataset types."""
+
+    butler: Any
+    run: str
+    worker: Any
+    types: dict[str, Any]
+    skymap_name: str | None = None
+    skymap: Any = None
+
+
+def open_stage(
+    repo: str,
+    inputs: Sequence[str],
+    output: str,
+    type_names: Iterable[str],
+    *,
+    with_skymap: bool = False,
+    skymap: str | None = None,
+) -> StageSetup:
+    """Open ``repo``, find the sky map if the stage needs one (before anything is
+    written, so a missing one leaves no output collection behind), make ``output``
+    (RUN + CHAINED, :func:`prepare_output`) and look up the output dataset types; the
+    caller closes ``setup.butler``."""
+    from registry.butler import Butler
+    from registry.worker import WorkerButler
+
+    butler = Butler.open(repo)
+    skymap_name, sky = load_skymap(butler, skymap) if with_skymap else (None, None)
+    run = prepare_output(butler, output, inputs)
+    types = {name: butler.registry.get_dataset_type(name) for name in type_names}
+    return StageSetup(butler, run, WorkerButler.from_butler(butler), types, skymap_name, sky)
+
+
 def load_skymap(butler: Any, name: str | None) -> tuple[str, Any]:
     """The sky map ``name`` (or the only one registered) and its object, from RUN ``skymaps``."""
     names = [r.name for r in butler.registry.query_dimension_records("skymap")]

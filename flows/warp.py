@@ -26,8 +26,7 @@ from flows.stage import (
     TaskOutcome,
     existing_outputs,
     failure_summary,
-    load_skymap,
-    prepare_output,
+    open_stage,
     register_outcomes,
 )
 from registry.refs import DatasetRef, DatasetType
@@ -99,16 +98,13 @@ def warp_flow(
 ) -> dict[str, Any]:
     """Direct and PSF-matched warps of every visit onto every patch it overlaps."""
     from registry import dataquery
-    from registry.butler import Butler
 
     logger = get_run_logger()
-    butler = Butler.open(repo)
-    registry = butler.registry
-    skymap_name, sky = load_skymap(butler, skymap)
     node = dataquery.parse(where)
-    run = prepare_output(butler, output, inputs)
-    worker = WorkerButler.from_butler(butler)
-    types = {name: registry.get_dataset_type(name) for name in WARP_TYPES}
+    setup = open_stage(repo, inputs, output, WARP_TYPES, with_skymap=True, skymap=skymap)
+    butler, run, worker, types = setup.butler, setup.run, setup.worker, setup.types
+    registry = butler.registry
+    skymap_name, sky = setup.skymap_name, setup.skymap
 
     calexps = butler.query_datasets("calexp", inputs)
     by_visit: dict[tuple[str, int], list[DatasetRef]] = defaultdict(list)
