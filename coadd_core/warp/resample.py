@@ -10,6 +10,9 @@ and bilinear in between; the separable Lanczos-n kernel gives
 * variance ``V' = (A / sum(K))^2 * sum(K^2 V)``: the *per-pixel* variance;
 * mask: OR of the source masks under the bilinear 2 x 2 footprint (taps of non-zero
   bilinear weight), plus ``grow_full_mask`` planes (EDGE) OR-ed over every Lanczos tap;
+* with ``exact_ramp`` (default) the weights are first corrected to reproduce a linear
+  ramp exactly (:func:`~coadd_core.warp.kernels.ramp_correct`), so star centroids and
+  fluxes do not depend on the sub-pixel phase;
 * pixels whose taps leave the source ("edge pixels"): image NaN, mask NO_DATA,
   variance +inf.
 
@@ -53,6 +56,7 @@ from .kernels import (
     grow_block_flags,
     kernel_weights,
     num_threads,
+    ramp_correct,
     warp_block,
     warp_rows,
 )
@@ -87,6 +91,14 @@ class WarperConfig(BaseModel):
 
     warping_kernel_name: KernelName = Field(
         "lanczos3", description="Image/variance resampling kernel; LSST warpingKernelName."
+    )
+    exact_ramp: bool = Field(
+        True,
+        description=(
+            "Correct the Lanczos weights so that a linear ramp is reproduced exactly (ramp_correct): "
+            "centroids exact to 1e-3 px instead of up to 0.020 px, and no 0.2 % flux ripple under a "
+            "1 % scale change.  False gives LSST's plain normalised kernel; not an LSST option."
+        ),
     )
     mask_warping_kernel_name: Literal["bilinear", ""] = Field(
         "bilinear",
@@ -205,7 +217,7 @@ def warp_masked_image_into(
             sub.y0 - anchor.y0 + 1, sub.x0 - anchor.x0 + 1,
             dest.image[rows, cols], dest.variance[rows, cols], dest.mask[rows, cols],
             order, cfg.mask_warping_kernel_name == "", cfg.cache_size, float(scale),
-            np.int32(no_data), write_invalid,
+            np.int32(no_data), write_invalid, cfg.exact_ramp,
         )
         if nthreads == 1 or sub.height == 1:
             # no thread launch for serial work
@@ -276,7 +288,7 @@ def warp_exposure(
     if src.wcs is None:
         raise ValueError("the source exposure has no WCS")
     mi = warp_masked_image(src.masked_image, src.wcs, dest_wcs, dest_bbox, config)
-    psf = None if src.psf is None else WarpedPsf(src.psf, src.wcs, dest_wcs)
+    psf = None if src.psf is None else WarpedPsf(src.psf, src.wcs, dest_wcs, exact_ramp=(config or WarperConfig()).exact_ramp)
     return Exposure(
         mi,
         wcs=dest_wcs,
@@ -290,20 +302,22 @@ def warp_exposure(
 # -- correlated noise -------------------------------------------------------------------
 
 
-def _normalised_weights(kernel_name: str, fraction: float) -> np.ndarray:
+def _normalised_weights(kernel_name: str, fraction: float, exact_ramp: bool = True) -> np.ndarray:
     order = KERNEL_ORDERS[kernel_name]
     w = np.empty(10)
     total = kernel_weights(float(fraction), order, w)
+    if exact_ramp:
+        ramp_correct(float(fraction), order, w)
     return w[: 2 * order] / total
 
 
-def warp_noise_autocorrelation(kernel_name: str, fraction: float) -> np.ndarray:
+def warp_noise_autocorrelation(kernel_name: str, fraction: float, exact_ramp: bool = True) -> np.ndarray:
     """1-D autocorrelation ``a(d) = sum_k w_k w_{k+d}``, ``d = -(2n-1) .. 2n-1``, of the normalised weights.
 
     The covariance of output pixels ``(dx, dy)`` apart, for white noise of variance V and
     a pure shift with fractions (fx, fy), is ``V a_fx(dx) a_fy(dy)``.
     """
-    w = _normalised_weights(kernel_name, fraction)
+    w = _normalised_weights(kernel_name, fraction, exact_ramp)
     return np.correlate(w, w, mode="full")
 
 

@@ -42,6 +42,7 @@ class WarpedPsf(Psf):
         dest_wcs: WCS,
         kernel_name: str = "lanczos3",
         average_position: tuple[float, float] | None = None,
+        exact_ramp: bool = True,
     ) -> None:
         if kernel_name not in KERNEL_ORDERS:
             raise ValueError(f"unknown warping kernel {kernel_name!r}")
@@ -49,6 +50,7 @@ class WarpedPsf(Psf):
         self._src_wcs = src_wcs
         self._dest_wcs = dest_wcs
         self._kernel_name = kernel_name
+        self._exact_ramp = bool(exact_ramp)
         self._transform = PixelTransform(src_wcs, dest_wcs)
         if average_position is None:
             dx, dy = self._transform.src_to_dest(np.array([0.0]), np.array([0.0]))
@@ -113,7 +115,7 @@ class WarpedPsf(Psf):
         # out[v, u] samples src at c_s + J @ ((u, v) - (half + dx, half + dy))
         centre = np.array([half + dx, half + dy])
         offset = np.array([src_half, src_half], dtype=float) - jac @ centre
-        affine_resample(src, np.ascontiguousarray(jac), float(offset[0]), float(offset[1]), out, KERNEL_ORDERS[self._kernel_name])
+        affine_resample(src, np.ascontiguousarray(jac), float(offset[0]), float(offset[1]), out, KERNEL_ORDERS[self._kernel_name], self._exact_ramp)
         total = out.sum()
         if not total > 0:
             raise ValueError(f"warped PSF at ({x}, {y}) has non-positive sum")
@@ -155,6 +157,7 @@ class WarpedPsf(Psf):
             "src_wcs": wcs_header_dict(self._src_wcs),
             "dest_wcs": wcs_header_dict(self._dest_wcs),
             "kernel_name": self._kernel_name,
+            "exact_ramp": self._exact_ramp,
             "average_position": list(self._average_position),
         }
 
@@ -169,6 +172,7 @@ class WarpedPsf(Psf):
             wcs_from_header_dict(params["dest_wcs"]),
             kernel_name=str(params.get("kernel_name", "lanczos3")),
             average_position=tuple(params["average_position"]) if params.get("average_position") else None,
+            exact_ramp=bool(params.get("exact_ramp", True)),
         )
 
     def __repr__(self) -> str:
