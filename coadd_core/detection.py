@@ -67,7 +67,13 @@ class DetectionConfig(BaseModel):
         5.0, gt=0, description="Detection threshold in threshold_type units; LSST thresholdValue, 5.0."
     )
     include_threshold_multiplier: float = Field(
-        1.0, gt=0, description="Extra factor on the threshold; LSST includeThresholdMultiplier, 1.0."
+        1.0,
+        gt=0,
+        description=(
+            "A footprint (pixels above the threshold) is kept only if it reaches this multiple of the "
+            "threshold somewhere: seeds at threshold x multiplier, extent down to the threshold "
+            "(hysteresis); LSST includeThresholdMultiplier, 1.0."
+        ),
     )
     polarity: Literal["positive", "negative", "both"] = Field(
         "positive", description="Detect positive, negative or both kinds; LSST thresholdPolarity."
@@ -481,10 +487,17 @@ def _detect_one(
 ) -> Footprints:
     above = np.zeros(sm.shape, dtype=np.bool_)
     _threshold(sm, sv, t, per_pixel, sign, border, above)
-    if config.min_pixels > 1:
+    multiplier = config.include_threshold_multiplier
+    if config.min_pixels > 1 or multiplier != 1.0:
         labels, n = ndimage.label(above, structure=_EIGHT)
-        areas = np.bincount(labels.ravel())
-        keep = areas >= config.min_pixels
+        keep = np.ones(n + 1, dtype=bool)
+        if config.min_pixels > 1:
+            keep &= np.bincount(labels.ravel(), minlength=n + 1) >= config.min_pixels
+        if multiplier != 1.0:
+            # afw FootprintSet: a footprint is kept only if it reaches threshold x multiplier
+            seeds = np.zeros(sm.shape, dtype=np.bool_)
+            _threshold(sm, sv, t * multiplier, per_pixel, sign, border, seeds)
+            keep &= np.bincount(labels[seeds], minlength=n + 1) > 0
         keep[0] = False
         above = keep[labels]
     if not above.any():
@@ -571,7 +584,7 @@ def detect_footprints(
         sm = np.ascontiguousarray(mi.image, dtype=np.float32)
         sv = np.ascontiguousarray(mi.variance, dtype=np.float32)
         border = 0
-    t = config.threshold_value * config.include_threshold_multiplier
+    t = config.threshold_value
     per_pixel = config.threshold_type == "pixel_stdev"
     if config.threshold_type == "stdev":
         stats_bad = 0
@@ -606,8 +619,10 @@ def detect_footprints(
         mi.image -= background.evaluate()
     result = DetectionResult(positive, negative, psf_sigma, width, n_grow, t, background)
     logger.info(
-        "detected %d positive and %d negative footprints to %g %s (sigma %.3f px, kernel %d, grow %d)",
+        "detected %d positive and %d negative footprints to %g %s%s (sigma %.3f px, kernel %d, grow %d)",
         result.n_pos, result.n_neg, t if config.threshold_type != "pixel_stdev" else config.threshold_value,
-        "DN" if config.threshold_type != "pixel_stdev" else "sigma", psf_sigma, width, n_grow,
+        "DN" if config.threshold_type != "pixel_stdev" else "sigma",
+        "" if config.include_threshold_multiplier == 1.0 else f" seeded at x{config.include_threshold_multiplier:g}",
+        psf_sigma, width, n_grow,
     )
     return result

@@ -267,3 +267,24 @@ def test_temp_local_background_splits_blend_peaks() -> None:
     assert result.n_pos == 1
     xs = sorted(int(p["x"]) for p in result.positive.peaks)
     assert xs == [60, 72]
+
+
+def test_include_threshold_multiplier_keeps_seeded_footprints_down_to_the_threshold() -> None:
+    """afw FootprintSet semantics: pixels down to the threshold form footprints, and only
+    footprints reaching threshold x includeThresholdMultiplier are kept (hysteresis)."""
+    mi = blank()
+    # unsmoothed, noiseless: a 9-sigma disk with a 3-sigma rim, and a lone 4-sigma disk
+    mi.image[41:80, 21:60][disk(19)] = 3.0 * math.sqrt(VAR)
+    mi.image[46:75, 26:55][disk(14)] = 9.0 * math.sqrt(VAR)
+    mi.image[50:61, 100:111][disk(5)] = 4.0 * math.sqrt(VAR)
+    base = dict(do_smooth=False, n_sigma_to_grow=0.0)
+    plain = detect_footprints(mi.copy(), SIGMA_PSF, DetectionConfig(threshold_value=7.5, **base)).positive
+    hyst = detect_footprints(
+        mi.copy(), SIGMA_PSF,
+        DetectionConfig(threshold_value=2.5, include_threshold_multiplier=3.0, **base),
+    ).positive
+    low = detect_footprints(mi.copy(), SIGMA_PSF, DetectionConfig(threshold_value=2.5, **base)).positive
+    assert len(plain) == 1 and plain.areas[0] == disk(14).sum()
+    # the seeded footprint extends over its whole rim; the unseeded 4-sigma one is dropped
+    assert len(hyst) == 1 and hyst.areas[0] == disk(19).sum()
+    assert len(low) == 2
