@@ -21,7 +21,7 @@ from coadd_core.assemble.compare_warp import (
     find_artifacts,
 )
 from coadd_core.assemble.scale_variance import measure_variance_scale
-from coadd_core.detection import DetectionConfig, detect_footprints
+from coadd_core.detection import PEAK_DTYPE, DetectionConfig, Footprints, detect_footprints
 from coadd_core.exposure import Exposure
 from coadd_core.geom import Box
 from coadd_core.image import MaskedImage
@@ -373,3 +373,46 @@ def test_variance_scale_measures_noise():
     img = rng.normal(0, 2 * NOISE, SMALL.shape)
     mi = MaskedImage(img.astype(np.float32), None, np.full(SMALL.shape, NOISE**2, np.float32))
     assert measure_variance_scale(mi) == pytest.approx(4.0, rel=0.1)
+
+
+def test_filter_artifacts_local_epoch_rule_decides_where_the_stack_is_deep():
+    """A 1-of-N footprint crossing from 2-deep into 4-deep coverage: LSST's rule (one
+    effective maximum from the mean depth, 0 here) keeps everything; the local rule judges
+    the deep pixels and clips the footprint.  Footprints only 2 deep stay unclipped."""
+    box = Box(0, 0, 19, 9)
+    spans = np.array([[4, 0, 19], [5, 0, 19]], np.int32)
+    cands = ArtifactCandidates(spans, np.zeros(2, np.int32), 1)
+    n_image = np.full(box.shape, 2, np.int32)
+    n_image[:, 17:] = 4  # 6 of the 40 pixels are 4 deep
+    epoch = np.zeros(box.shape, np.int32)
+    epoch[4:6, :] = 1
+    lsst = CompareWarpConfig(local_epoch_rule=False)
+    assert effective_max_epochs(float(n_image[4:6].mean()), lsst) == 0  # mean depth 2.3
+    assert filter_artifacts(cands, epoch, n_image, box, lsst).n == 0
+    assert filter_artifacts(cands, epoch, n_image, box, CompareWarpConfig()).n == 1
+    shallow = np.full(box.shape, 2, np.int32)
+    assert filter_artifacts(cands, epoch, shallow, box, CompareWarpConfig()).n == 0
+
+
+def test_hysteresis_footprint_of_a_bright_star_residual_keeps_the_containment_rescue():
+    """Detection seeds at 7.5 sigma and extends to 2.5 sigma; the containment test uses the
+    seed pixels, so a one-epoch residual of a bright star stays preserved even though its
+    footprint reaches beyond the star's template footprint, while a faint transient's
+    footprint (all of it) is clipped down to its faint rim."""
+    box = Box(0, 0, 19, 19)
+    # template footprint: a 9 x 9 square around (10, 10)
+    labels = np.zeros(box.shape, np.int32)
+    labels[6:15, 6:15] = 1
+    tfp = Footprints.from_mask(labels > 0, box, np.zeros(0, dtype=PEAK_DTYPE))
+    spans = np.array([[y, 4, 16] for y in range(4, 17)], np.int32)  # 13 x 13: beyond the template footprint
+    cands = ArtifactCandidates(spans, np.zeros(len(spans), np.int32), 1)
+    epoch = np.zeros(box.shape, np.int32)
+    epoch[4:17, 4:16 + 1] = 1
+    n_image = np.full(box.shape, 6, np.int32)
+    cfg = CompareWarpConfig()
+    _, y, x = cands.pixels()
+    core = (np.abs(y - 10) <= 2) & (np.abs(x - 10) <= 2)
+    assert filter_artifacts(cands, epoch, n_image, box, cfg, tfp).n == 1  # whole footprint: not contained
+    assert filter_artifacts(cands, epoch, n_image, box, cfg, tfp, core).n == 0  # core contained: rescued
+    outside = (np.abs(y - 5) <= 1) & (np.abs(x - 5) <= 1)
+    assert filter_artifacts(cands, epoch, n_image, box, cfg, tfp, outside).n == 1

@@ -236,11 +236,18 @@ def filter_artifacts(
     bbox: Box,
     config: CompareWarpConfig,
     template_footprints: Footprints | None = None,
+    core: np.ndarray | None = None,
 ) -> ArtifactCandidates:
     """Keep the candidates that are transient: more than ``spatialThreshold`` of their
     pixels deviate in at least one but at most the effective maximum number of epochs
-    (from the mean local epoch count); then rescue those lying wholly inside one
-    template footprint (LSST ``filterArtifacts``)."""
+    (LSST: from the footprint's mean epoch count; with ``local_epoch_rule``: from each
+    pixel's own count, the fraction taken over the pixels deep enough to decide); then
+    rescue those lying wholly inside one template footprint (LSST ``filterArtifacts``).
+
+    ``core`` (one flag per candidate pixel, in :meth:`ArtifactCandidates.pixels` order)
+    marks the pixels above the detection seed threshold: with hysteresis detection only
+    they take part in the containment test, so a bright star's residual keeps LSST's
+    protection although its footprint now reaches into the star's wings."""
     if candidates.n == 0:
         return candidates
     fid, y, x = candidates.pixels()
@@ -248,17 +255,31 @@ def filter_artifacts(
     outlier_n = epoch_count[iy, ix].astype(np.int64)
     total_n = n_image[iy, ix].astype(np.float64)
     n_pix = np.bincount(fid, minlength=candidates.n).astype(np.float64)
-    mean_total = np.bincount(fid, weights=total_n, minlength=candidates.n) / np.maximum(n_pix, 1)
-    eff_max = np.array([effective_max_epochs(m, config) for m in mean_total], dtype=np.int64)
-    transient = (outlier_n > 0) & (outlier_n <= eff_max[fid])
-    frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_pix, 1)
+    if config.local_epoch_rule:
+        eff_px = np.minimum(
+            config.max_fraction_epochs_low * total_n, config.max_num_epochs + config.max_fraction_epochs_high * total_n
+        ).astype(np.int64)
+        decidable = eff_px >= 1
+        transient = decidable & (outlier_n > 0) & (outlier_n <= eff_px)
+        n_decidable = np.bincount(fid, weights=decidable, minlength=candidates.n)
+        frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_decidable, 1)
+    else:
+        mean_total = np.bincount(fid, weights=total_n, minlength=candidates.n) / np.maximum(n_pix, 1)
+        eff_max = np.array([effective_max_epochs(m, config) for m in mean_total], dtype=np.int64)
+        transient = (outlier_n > 0) & (outlier_n <= eff_max[fid])
+        frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_pix, 1)
     keep = frac > config.spatial_threshold
     if template_footprints is not None and keep.any():
         labels = template_footprints.labels[iy, ix]
+        cfid = fid
+        if core is not None:
+            has_core = np.bincount(fid, weights=core, minlength=candidates.n) > 0
+            use = core | ~has_core[fid]  # a footprint without core pixels is tested whole
+            labels, cfid = labels[use], fid[use]
         first = np.full(candidates.n, -1, dtype=np.int64)
-        np.maximum.at(first, fid, labels)
+        np.maximum.at(first, cfid, labels)
         lowest = np.full(candidates.n, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(lowest, fid, labels)
+        np.minimum.at(lowest, cfid, labels)
         contained = (lowest == first) & (lowest > 0)
         keep &= ~contained
     return candidates.select(keep)
@@ -318,6 +339,10 @@ def find_artifacts(
     n_image = np.zeros(bbox.shape, dtype=np.int32)
     n_warps = len(psf_matched_handles)
     candidates: list[ArtifactCandidates | None] = [None] * n_warps
+    cores: list[np.ndarray | None] = [None] * n_warps
+    det = config.detect
+    seed = det.threshold_value * det.include_threshold_multiplier
+    hysteresis = det.include_threshold_multiplier != 1.0 and det.threshold_type == "pixel_stdev" and not det.do_smooth
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
     whole = spans_from_mask(np.ones(bbox.shape, bool), bbox)
@@ -342,6 +367,10 @@ def find_artifacts(
         if cands.n:
             _, y, x = cands.pixels()
             epoch_count[y - bbox.y0, x - bbox.x0] += 1
+            if hysteresis:
+                iy, ix = y - bbox.y0, x - bbox.x0
+                with np.errstate(invalid="ignore"):
+                    cores[i] = np.abs(diff.image[iy, ix]) >= seed * np.sqrt(diff.variance[iy, ix])
         candidates[i] = cands
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
@@ -350,7 +379,7 @@ def find_artifacts(
     for i in range(n_warps):
         cands = candidates[i]
         if cands is not None and cands.n:
-            cands = filter_artifacts(cands, epoch_count, n_image, bbox, config, template_fp)
+            cands = filter_artifacts(cands, epoch_count, n_image, bbox, config, template_fp, cores[i])
             candidates[i] = cands
         clipped = cands.spans if cands is not None else empty_spans()
         n_clipped += 0 if cands is None else cands.n

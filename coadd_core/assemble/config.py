@@ -118,10 +118,17 @@ class StaticSkyModelConfig(AssembleCoaddConfig):
 
 
 def default_artifact_detection() -> DetectionConfig:
-    """CompareWarp ``detect`` on warp differences (§7.1)."""
+    """CompareWarp ``detect`` on warp differences (§7.1).
+
+    Seeds at 7.5 sigma as LSST, but footprints extend down to 2.5 sigma
+    (``include_threshold_multiplier`` 3, afw's hysteresis) instead of stopping at 7.5:
+    the faint rims of ghosts and trails that LSST leaves in the coadd are clipped with
+    their cores.  [project default; LSST: threshold 7.5, multiplier 1]
+    """
     return DetectionConfig(
         threshold_type="pixel_stdev",
-        threshold_value=7.5,
+        threshold_value=2.5,
+        include_threshold_multiplier=3.0,
         polarity="both",
         min_pixels=4,
         n_sigma_to_grow=0.4,
@@ -213,6 +220,15 @@ class CompareWarpConfig(AssembleCoaddConfig):
     )
     spatial_threshold: float = Field(
         0.5, ge=0, le=1, description="Fraction of footprint pixels meeting the temporal test; LSST spatialThreshold."
+    )
+    local_epoch_rule: bool = Field(
+        True,
+        description=(
+            "Apply the temporal test with each pixel's own epoch count and take the spatial fraction over "
+            "the pixels deep enough to decide (effective max epochs >= 1), instead of LSST's one effective "
+            "max from the footprint's mean count: a trail crossing from 2-epoch into deeper coverage is "
+            "judged where it can be.  Identical to LSST on footprints of uniform depth.  [project default]"
+        ),
     )
     do_scale_warp_variance: bool = Field(
         True, description="Rescale PSF-matched warp variances empirically; LSST doScaleWarpVariance, True."

@@ -316,6 +316,7 @@ def score_coadd(
     usable: dict[int, np.ndarray] = {}
     clipped: dict[int, np.ndarray] = {}  # CLIPPED on pixels the coadd could have used
     rejected: dict[int, np.ndarray] = {}  # CLIPPED or NO_DATA (no PSF-matched pixel)
+    dropped: dict[int, np.ndarray] = {}  # NO_DATA from the method's alternative mask
     sigma: dict[int, np.ndarray] = {}
     for v in visits:
         w = warps[v]
@@ -327,15 +328,20 @@ def score_coadd(
         rej = np.zeros(box.shape, bool)
         if alt is not None:
             clip = spans_to_mask(alt.clipped, box) & u
-            rej = clip | spans_to_mask(alt.no_data, box)
+            dropped[v] = spans_to_mask(alt.no_data, box)
+            rej = clip | dropped[v]
         clipped[v] = clip
         rejected[v] = rej
     kinds = {k: KindScore() for k in ARTIFACT_KINDS}
     artifact_zone: dict[int, np.ndarray] = {}
     union: dict[str, np.ndarray] = {k: np.zeros(box.shape, bool) for k in ARTIFACT_KINDS}
-    # where fewer than min_epochs visits have data no clipping rule can act (LSST's
-    # effective maximum number of epochs is 0 for N <= 2): counted apart
-    depth = np.sum([usable[v] for v in visits], axis=0) if visits else np.zeros(box.shape, int)
+    # where the method has fewer than min_epochs inputs no clipping rule can act (LSST's
+    # effective maximum number of epochs is 0 for N <= 2): counted apart.  The inputs are
+    # the usable direct-warp pixels the method does not set NO_DATA: CompareWarp drops
+    # those whose PSF-matched warp has none (LSST), e.g. within the matching kernel of a
+    # CCD edge, so its depth there is what it really stacks
+    usable_in = {v: usable[v] & ~dropped[v] if v in dropped else usable[v] for v in visits}
+    depth = np.sum([usable_in[v] for v in visits], axis=0) if visits else np.zeros(box.shape, int)
     deep = depth >= min_epochs
     for v in visits:
         zone = np.zeros(box.shape, bool)
