@@ -297,8 +297,10 @@ def test_config_defaults_and_validation():
     c = CompareWarpConfig()
     assert c.statistic == "MEAN" and c.bad_mask_planes == ("NO_DATA", "BAD", "SAT")
     assert c.remove_mask_planes == ("NOT_DEBLENDED", "EDGE")
-    assert (c.detect.threshold_value, c.detect.polarity, c.detect.min_pixels, c.detect.n_sigma_to_grow,
-            c.detect.do_smooth) == (7.5, "both", 4, 0.4, False)
+    # LSST's 7.5-sigma seeds; footprints extend to 2.5 sigma (project default, README)
+    assert (c.detect.threshold_value * c.detect.include_threshold_multiplier, c.detect.polarity,
+            c.detect.min_pixels, c.detect.n_sigma_to_grow, c.detect.do_smooth) == (7.5, "both", 4, 0.4, False)
+    assert c.detect.threshold_value == 2.5 and c.local_epoch_rule
     assert (c.detect_template.threshold_value, c.detect_template.n_sigma_to_grow,
             c.detect_template.do_temp_local_background) == (300.0, 2.4, True)
     assert (c.max_num_epochs, c.max_fraction_epochs_low, c.max_fraction_epochs_high, c.spatial_threshold) == (
