@@ -108,6 +108,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--threshold", type=float, default=1.0,
         help="an artifact pixel adds more than this many sigma of the warp's noise (default: 1)",
     )
+    cli_common.add_data_query_argument(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -116,7 +117,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     methods = tuple(args.method or ("compare-warp", "safe-clip"))
     results = evaluate_run(
-        args.out, coadds=args.coadds, warps=args.warps, calexps=args.calexps, methods=methods, threshold=args.threshold
+        args.out, coadds=args.coadds, warps=args.warps, calexps=args.calexps, methods=methods,
+        threshold=args.threshold, where=args.data_query,
     )
     print(format_evaluation(results))
     return 0

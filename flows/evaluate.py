@@ -80,8 +80,10 @@ def evaluate_run(
     calexps: str = "demo/isr",
     methods: tuple[str, ...] = ("compare-warp", "safe-clip"),
     threshold: float = 1.0,
+    where: str = "",
 ) -> list[PatchEvaluation]:
-    """Score every coadded patch of the simulated run in ``out_dir`` with ``methods``."""
+    """Score every coadded patch of the simulated run in ``out_dir`` (those matching the
+    data query ``where``, e.g. ``"patch IN (36, 44)"``) with ``methods``."""
     from coadd_core.assemble import (
         CompareWarpConfig,
         SafeClipConfig,
@@ -98,9 +100,10 @@ def evaluate_run(
     results: list[PatchEvaluation] = []
     with Butler.open(out / "repo") as butler:
         _, skymap = load_skymap(butler, None)
-        stored = butler.query_datasets("deepCoadd", coadds)
+        stored = butler.query_datasets("deepCoadd", coadds, where)
         if not stored:
-            raise LookupError(f"no deepCoadd in {coadds!r} of {out / 'repo'}")
+            matching = f" matching {where!r}" if where else ""
+            raise LookupError(f"no deepCoadd{matching} in {coadds!r} of {out / 'repo'}")
         for ref in sorted(stored, key=lambda r: (r.data_id["tract"], r.data_id["patch"])):
             did = {k: ref.data_id[k] for k in ("skymap", "tract", "patch", "band")}
             tract = skymap[did["tract"]]

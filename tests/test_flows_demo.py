@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 
 
@@ -50,6 +51,9 @@ def test_demo_pipeline_small_and_its_truth(prefect_harness: None, tmp_path: Path
     results = evaluate_run(out)
     table = format_evaluation(results)
     assert results, table
+    # a data query picks patches; one that matches none says so
+    with pytest.raises(LookupError, match="no deepCoadd matching 'patch = 63'"):
+        evaluate_run(out, where="patch = 63")
     static_offsets, variable_offsets = [], []
     kinds_seen: set[str] = set()
     for ev in results:

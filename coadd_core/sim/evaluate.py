@@ -312,7 +312,6 @@ def score_coadd(
         raise ValueError(f"coadd box {coadd.bbox} != truth box {box}")
     visits = [int(v) for v in coadd.metadata.get("COADD_VISITS", sorted(warps))]
     weights = [float(w) for w in coadd.metadata.get("COADD_WEIGHTS", [1.0] * len(visits))]
-    bad_planes = tuple(config.bad_mask_planes) + ("CLIPPED",)
     usable: dict[int, np.ndarray] = {}
     clipped: dict[int, np.ndarray] = {}  # CLIPPED on pixels the coadd could have used
     rejected: dict[int, np.ndarray] = {}  # CLIPPED or NO_DATA (no PSF-matched pixel)
