@@ -208,10 +208,16 @@ def _psf_sigma(psf: Any) -> float:
 # --------------------------------------------------------------------------------------
 
 
+def _effective_max_epochs(n_epochs: np.ndarray, config: CompareWarpConfig) -> np.ndarray:
+    """:func:`effective_max_epochs` of every element of ``n_epochs``."""
+    return np.minimum(
+        config.max_fraction_epochs_low * n_epochs, config.max_num_epochs + config.max_fraction_epochs_high * n_epochs
+    ).astype(np.int64)
+
+
 def effective_max_epochs(n_epochs: float, config: CompareWarpConfig) -> int:
     """``int(min(maxFractionEpochsLow N, maxNumEpochs + maxFractionEpochsHigh N))``."""
-    return int(min(config.max_fraction_epochs_low * n_epochs,
-                   config.max_num_epochs + config.max_fraction_epochs_high * n_epochs))
+    return int(_effective_max_epochs(np.asarray(float(n_epochs)), config))
 
 
 def prefilter_artifacts(
@@ -256,18 +262,15 @@ def filter_artifacts(
     total_n = n_image[iy, ix].astype(np.float64)
     n_pix = np.bincount(fid, minlength=candidates.n).astype(np.float64)
     if config.local_epoch_rule:
-        eff_px = np.minimum(
-            config.max_fraction_epochs_low * total_n, config.max_num_epochs + config.max_fraction_epochs_high * total_n
-        ).astype(np.int64)
-        decidable = eff_px >= 1
-        transient = decidable & (outlier_n > 0) & (outlier_n <= eff_px)
-        n_decidable = np.bincount(fid, weights=decidable, minlength=candidates.n)
-        frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_decidable, 1)
+        eff_max = _effective_max_epochs(total_n, config)  # per pixel
+        judged = eff_max >= 1
     else:
         mean_total = np.bincount(fid, weights=total_n, minlength=candidates.n) / np.maximum(n_pix, 1)
-        eff_max = np.array([effective_max_epochs(m, config) for m in mean_total], dtype=np.int64)
-        transient = (outlier_n > 0) & (outlier_n <= eff_max[fid])
-        frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_pix, 1)
+        eff_max = _effective_max_epochs(mean_total, config)[fid]  # per footprint
+        judged = np.ones(len(fid), dtype=bool)
+    transient = judged & (outlier_n > 0) & (outlier_n <= eff_max)
+    n_judged = np.bincount(fid, weights=judged, minlength=candidates.n)
+    frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_judged, 1)
     keep = frac > config.spatial_threshold
     if template_footprints is not None and keep.any():
         labels = template_footprints.labels[iy, ix]
