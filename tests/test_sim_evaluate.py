@@ -95,6 +95,11 @@ def test_scores_of_a_known_case() -> None:
     clipped = {11: significant & ~left}
     # a false clip: a disk on the static star in visit 13
     clipped[13] = (xx - star[0]) ** 2 + (yy - star[1]) ** 2 <= 9
+    # two one-pixel cosmic rays in visit 12, both 8 sigma: one clipped, one left
+    rays = np.zeros(box.shape, np.float32)
+    rays[20, 20] = rays[180, 190] = 8 * NOISE
+    clipped[12] = rays > 0
+    clipped[12][20, 20] = False
     alt = {v: AltMask(clipped=spans_from_mask(clipped.get(v, np.zeros(box.shape, bool)), box),
                       no_data=empty_spans(), edge=empty_spans()) for v in visits}
     config = CompareWarpConfig()
@@ -105,8 +110,8 @@ def test_scores_of_a_known_case() -> None:
     sources[0] = (1, star[0], star[1], "star", star[2], False, 0.0)
     sources[2] = (3, star2[0], star2[1], "star", star2[2], False, 0.0)
     sources[1] = (2, var_xy[0], var_xy[1], "variable", np.mean(list(var_flux.values())), False, 0.0)
-    truth = PatchTruth(box, wcs, {11: {"trail": trail.astype(np.float32)}}, {v: FWHM for v in visits}, sources,
-                       {2: var_flux})
+    truth = PatchTruth(box, wcs, {11: {"trail": trail.astype(np.float32)}, 12: {"cosmic_ray": rays}},
+                       {v: FWHM for v in visits}, sources, {2: var_flux})
     score = score_coadd("hand-made", result.coadd, warps, alt, truth, config)
 
     trail_score = score.kinds["trail"]
@@ -116,6 +121,12 @@ def test_scores_of_a_known_case() -> None:
     assert trail_score.leak_njy == pytest.approx(float(trail[left].sum()) / 4, rel=1e-4)
     assert trail_score.plain_mean_leak_njy == pytest.approx(float(trail[significant].sum()) / 4, rel=1e-4)
     assert trail_score.leak_sigma > 3
+    assert (trail_score.objects, trail_score.objects_over) == (1, 1)
+    # each ray on its own: the one left is a quarter of 8 sigma in a coadd of half the noise
+    rays_score = score.kinds["cosmic_ray"]
+    assert (rays_score.pixels, rays_score.rejected, rays_score.objects, rays_score.objects_over) == (2, 1, 2, 1)
+    assert rays_score.worst_object_sigma == pytest.approx(4.0, rel=1e-3)
+    assert dict(score.rows())["cosmic_rays left above 3 sigma in the coadd, each"] == "1/2 (worst +4.00 sigma)"
     assert score.static_false_clips == 1 and score.variable_false_clips == 0 and score.n_static == 2
     assert score.false_clip_pixels == int(clipped[13].sum())
     # a visit missing from part of an aperture leaves a static star's mean unchanged

@@ -226,6 +226,9 @@ class KindScore:
     leak_njy: float = 0.0
     leak_sigma: float = 0.0
     plain_mean_leak_njy: float = 0.0
+    objects: int = 0  # connected artifacts (8-connected in the coadd) with a scored pixel
+    objects_over: int = 0  # of them, those whose own residual exceeds ``object_limit`` sigma
+    worst_object_sigma: float = 0.0  # the largest residual of one object (sigma of the coadd)
 
     @property
     def fraction(self) -> float:
@@ -253,6 +256,7 @@ class CoaddScore:
     n_noise_pixels: int
     clipped_pixels: int
     isr_cosmic_rays: tuple[int, int] = (0, 0)
+    object_limit: float = 3.0
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -272,6 +276,9 @@ class CoaddScore:
             shallow = f" (+{k.shallow} where < 3 visits)" if k.shallow else ""
             out.append((f"{kind} pixels > {self.threshold_sigma:g} sigma rejected", f"{k.rejected}/{k.pixels} = {100 * k.fraction:.2f}%{shallow}"))
             out.append((f"{kind} flux left in coadd", f"{k.leak_njy:.0f} nJy = {k.leak_sigma:+.2f} sigma (plain mean: {k.plain_mean_leak_njy:.0f})"))
+            if k.objects > 1:
+                out.append((f"{kind}s left above {self.object_limit:g} sigma in the coadd, each",
+                            f"{k.objects_over}/{k.objects} (worst {k.worst_object_sigma:+.2f} sigma)"))
         n_cr, n_flagged = self.isr_cosmic_rays
         if n_cr:
             out.insert(0, ("cosmic-ray calexp pixels > 1 sigma flagged CR by ISR", f"{n_flagged}/{n_cr} = {100 * n_flagged / n_cr:.2f}%"))
@@ -304,9 +311,12 @@ def score_coadd(
     threshold: float = 1.0,
     star_radius_fwhm: float = 2.0,
     min_epochs: int = 3,
+    object_limit: float = 3.0,
 ) -> CoaddScore:
     """Truth scores of ``coadd`` made by ``method`` from the direct ``warps`` (visit ->
-    warp) with ``alt_masks`` (visit -> alternative mask) and final assembly ``config``."""
+    warp) with ``alt_masks`` (visit -> alternative mask) and final assembly ``config``;
+    each connected artifact whose residual exceeds ``object_limit`` coadd sigma is
+    counted as visible."""
     box = truth.bbox
     if coadd.bbox != box:
         raise ValueError(f"coadd box {coadd.bbox} != truth box {box}")
@@ -334,6 +344,7 @@ def score_coadd(
     kinds = {k: KindScore() for k in ARTIFACT_KINDS}
     artifact_zone: dict[int, np.ndarray] = {}
     union: dict[str, np.ndarray] = {k: np.zeros(box.shape, bool) for k in ARTIFACT_KINDS}
+    extent: dict[str, np.ndarray] = {k: np.zeros(box.shape, bool) for k in ARTIFACT_KINDS}  # > 0.1 sigma
     # where the method has fewer than min_epochs inputs no clipping rule can act (LSST's
     # effective maximum number of epochs is 0 for N <= 2): counted apart.  The inputs are
     # the usable direct-warp pixels the method does not set NO_DATA: CompareWarp drops
@@ -346,7 +357,9 @@ def score_coadd(
         zone = np.zeros(box.shape, bool)
         for kind, image in truth.artifacts.get(v, {}).items():
             significant = (image > threshold * sigma[v]) & usable[v]
-            zone |= image > 0.1 * sigma[v]
+            faint = image > 0.1 * sigma[v]
+            zone |= faint
+            extent[kind] |= faint & usable[v] & deep
             ks = kinds[kind]
             ks.shallow += int((significant & ~deep).sum())
             significant &= deep
@@ -367,6 +380,7 @@ def score_coadd(
         ks.plain_mean_leak_njy = float(np.nansum(plain[sel & np.isfinite(plain)]))
         noise = float(np.sqrt(np.sum(coadd_sigma[sel] ** 2)))
         ks.leak_sigma = ks.leak_njy / noise if noise > 0 else float("nan")
+        _score_objects(ks, extent[kind] | union[kind], union[kind], np.where(np.isfinite(leak), leak, 0.0), coadd_sigma, object_limit)
     stars = truth.sources[np.isin(truth.sources["kind"], ["star", "variable"])]
     false = _false_clips(stars, visits, clipped, usable, artifact_zone, truth, star_radius_fwhm)
     static_off, n_static_phot, var_off, n_var_phot, phot_rows = _photometry(coadd, truth, visits, weights, usable, rejected)
@@ -390,8 +404,30 @@ def score_coadd(
         n_noise_pixels=n_noise,
         clipped_pixels=int(((coadd.mask & clipped_bit) != 0).sum()),
         isr_cosmic_rays=truth.isr_cosmic_rays,
+        object_limit=object_limit,
         details={"photometry": phot_rows, "false_clip_stars": false["which"]},
     )
+
+
+def _score_objects(
+    ks: KindScore, extent: np.ndarray, scored: np.ndarray, leak: np.ndarray, coadd_sigma: np.ndarray, limit: float
+) -> None:
+    """Residual of each connected artifact (8-connected pixels above 0.1 sigma of a warp)
+    holding a scored pixel: its summed leak over the noise of that sum.  Many faint
+    artifacts can add up to a significant total while each is lost in the noise; what a
+    user sees is one of them standing out."""
+    labels, n = ndimage.label(extent, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return
+    index = np.arange(1, n + 1)
+    has_scored = ndimage.maximum(scored, labels, index).astype(bool)
+    flux = ndimage.sum_labels(leak, labels, index)[has_scored]
+    noise = np.sqrt(ndimage.sum_labels(coadd_sigma**2, labels, index))[has_scored]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        significance = np.where(noise > 0, flux / noise, 0.0)
+    ks.objects = int(has_scored.sum())
+    ks.objects_over = int(np.sum(np.abs(significance) > limit))
+    ks.worst_object_sigma = float(significance[np.argmax(np.abs(significance))]) if len(significance) else 0.0
 
 
 def _assemble_truth(
