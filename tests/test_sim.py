@@ -770,3 +770,28 @@ def test_variable_flares_brighten_one_visit_and_leave_the_rest_of_the_catalog() 
     for row, plain in zip(rows, quiet.catalog[quiet.catalog["kind"] == "variable"]):
         diffs = np.array([float(variable_mag(row, "r", e.mjd_mid) - variable_mag(plain, "r", e.mjd_mid)) for e in loud.science])
         assert np.sum(diffs == -1.0) == 1 and np.sum(diffs == 0.0) == len(diffs) - 1
+
+
+def test_faint_variables_are_added_near_the_detection_limit_and_leave_the_other_sources() -> None:
+    from coadd_core.sim.scene import variable_mag
+
+    base = get_preset("small")
+    scene = base.scene.model_copy(update={"faint_variables_per_ccd": 3})
+    quiet, faint = plan_survey(base), plan_survey(base.model_copy(update={"scene": scene}))
+    kind_q, kind_f = np.asarray(quiet.catalog["kind"]), np.asarray(faint.catalog["kind"])
+    n_fixed = int(np.sum(kind_q != "asteroid"))
+    # they come from a child random stream, after the other sources: those are unchanged
+    assert int(np.sum(kind_f != "asteroid")) == n_fixed + 3 * len(base.detectors)
+    for name in quiet.catalog.colnames:
+        if name == "id":
+            continue
+        a, b = np.asarray(quiet.catalog[name])[:n_fixed], np.asarray(faint.catalog[name])[:n_fixed]
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    rows = faint.catalog[n_fixed : n_fixed + 3 * len(base.detectors)]
+    assert set(np.asarray(rows["kind"])) == {"variable"}
+    lo, hi = scene.faint_variable_mag
+    assert np.all((rows["r_mag"] >= lo) & (rows["r_mag"] <= hi))
+    for row in rows:
+        assert scene.faint_variable_amplitude_mag[0] <= row["var_amplitude_mag"] <= scene.faint_variable_amplitude_mag[1]
+        mags = np.array([float(variable_mag(row, "r", e.mjd_mid)) for e in faint.science])
+        assert np.all(np.abs(np.diff(mags)) > 0.05) and np.all(np.abs(mags - row["r_mag"]) <= row["var_amplitude_mag"] + 1e-9)

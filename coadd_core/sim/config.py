@@ -140,6 +140,11 @@ class SceneConfig(_Model):
     variable_flare_mag: Range = Field(
         (0.0, 0.0), description="brightening (mag) of each variable during one visit (a flare); (0, 0) = none"
     )
+    faint_variables_per_ccd: int = Field(
+        0, ge=0, description="variable stars near the single-visit detection limit, per CCD (seen at their brightest only)"
+    )
+    faint_variable_mag: Range = Field((24.5, 25.5), description="mean magnitude range of the faint variables")
+    faint_variable_amplitude_mag: Range = Field((1.0, 1.5), description="semi-amplitude range of the faint variables (mag)")
     n_asteroids: int = Field(1, ge=0, description="moving objects in the field")
     asteroid_mag: Range = Field((19.0, 20.0), description="magnitude range of asteroids")
     asteroid_rate_arcsec_per_hour: Range = Field(
@@ -149,7 +154,8 @@ class SceneConfig(_Model):
 
     _check = field_validator(
         "star_mag", "galaxy_mag", "bright_star_mag", "variable_mag", "variable_amplitude_mag",
-        "variable_period_days", "variable_flare_mag", "asteroid_mag", "asteroid_rate_arcsec_per_hour",
+        "variable_period_days", "variable_flare_mag", "faint_variable_mag", "faint_variable_amplitude_mag",
+        "asteroid_mag", "asteroid_rate_arcsec_per_hour",
     )(_ordered)
 
 

@@ -1,8 +1,8 @@
 """The truth catalog: one list of sources that every exposure is rendered from.
 
 Kinds: ``star`` (static point sources, a few bright enough to saturate), ``galaxy``
-(truncated Sersic profiles), ``variable`` (point sources with a sinusoidal light curve)
-and ``asteroid`` (a point source moving along a great circle). Ordinary sources are
+(truncated Sersic profiles), ``variable`` (point sources with a sinusoidal light curve,
+some near the detection limit) and ``asteroid`` (a point source moving along a great circle). Ordinary sources are
 scattered over each CCD's footprint at the undithered pointing; the special ones are
 placed where every visit (or as many as possible) sees them.
 """
@@ -230,6 +230,38 @@ def _add_flares(table: Table, sc: SceneConfig, science: Sequence[Exposure], rng:
         table["var_flare_end_mjd"][i] = visit.mjd_end
 
 
+def _faint_variable_blocks(
+    sc: SceneConfig, detectors: Sequence[Detector], sample, views, taken: list[tuple[float, float, float]],
+    rng: np.random.Generator,
+) -> list[_Block]:
+    """Variables near the detection limit (``SceneConfig.faint_variables_per_ccd``)."""
+    blocks = []
+    for k, det in enumerate(detectors):
+        count = sc.faint_variables_per_ccd
+        pos = [_place_special(rng, sample, k, views, sc.edge_margin_px, taken, 8.0) for _ in range(count)]
+        blocks.append(
+            _Block("variable", np.array([p[0] for p in pos]), np.array([p[1] for p in pos]),
+                   rng.uniform(*sc.faint_variable_mag, size=count), _star_colors(rng, count), np.full(count, det.name))
+        )
+    return blocks
+
+
+def _light_curve(
+    rng: np.random.Generator, amplitude_range: tuple[float, float], period_range: tuple[float, float],
+    times: np.ndarray, mjd_ref: float,
+) -> tuple[float, float, float]:
+    """Semi-amplitude, period and phase of a sinusoid that changes between every pair of
+    consecutive visits (``times``)."""
+    amplitude = float(rng.uniform(*amplitude_range))
+    for _ in range(200):
+        period = float(rng.uniform(*period_range))
+        phase = float(rng.uniform(0.0, 2 * np.pi))
+        curve = amplitude * np.sin(2 * np.pi * (times - mjd_ref) / period + phase)
+        if len(times) < 2 or np.min(np.abs(np.diff(curve))) >= 0.1 * amplitude:
+            break
+    return amplitude, period, phase
+
+
 def make_catalog(
     config: SimConfig,
     detectors: Sequence[Detector],
@@ -281,8 +313,17 @@ def make_catalog(
                 )
             )
 
+    # faint variables from a child stream, last: the other sources keep their draws
+    frng = rng.spawn(1)[0] if sc.faint_variables_per_ccd else None
+    n_faint = 0
+    if frng is not None:
+        faint = _faint_variable_blocks(sc, detectors, sample, views, taken, frng)
+        n_faint = sum(len(b) for b in faint)
+        blocks += faint
     table = _stack(blocks, ref_band)
     n = len(table)
+    is_faint = np.zeros(n, bool)
+    is_faint[n - n_faint :] = True
     # galaxy shapes
     is_gal = np.asarray(table["kind"]) == "galaxy"
     ng = int(is_gal.sum())
@@ -310,14 +351,11 @@ def make_catalog(
         table[name] = np.full(n, np.nan)
     times = np.array([e.mjd_mid for e in science])
     for i in np.flatnonzero(is_var):
-        amplitude = float(rng.uniform(*sc.variable_amplitude_mag))
-        # the light curve must change between every pair of consecutive visits
-        for _ in range(200):
-            period = float(rng.uniform(*sc.variable_period_days))
-            phase = float(rng.uniform(0.0, 2 * np.pi))
-            curve = amplitude * np.sin(2 * np.pi * (times - mjd_ref) / period + phase)
-            if len(times) < 2 or np.min(np.abs(np.diff(curve))) >= 0.1 * amplitude:
-                break
+        if is_faint[i]:
+            assert frng is not None
+            amplitude, period, phase = _light_curve(frng, sc.faint_variable_amplitude_mag, sc.variable_period_days, times, mjd_ref)
+        else:
+            amplitude, period, phase = _light_curve(rng, sc.variable_amplitude_mag, sc.variable_period_days, times, mjd_ref)
         table["var_amplitude_mag"][i] = amplitude
         table["var_period_days"][i] = period
         table["var_phase_rad"][i] = phase
