@@ -453,6 +453,9 @@ class DetectionResult:
     n_grow: int
     threshold: float
     background: BackgroundModel | None = None
+    seeds: np.ndarray | None = None
+    """Pixels reaching threshold x ``include_threshold_multiplier`` in either polarity
+    (the footprints' cores); None without hysteresis (multiplier 1)."""
 
     @property
     def n_pos(self) -> int:
@@ -484,7 +487,10 @@ def _stdev_clip(values: np.ndarray, k: float = 3.0, n_iter: int = 3) -> float:
 def _detect_one(
     sm: np.ndarray, sv: np.ndarray, t: float, per_pixel: bool, sign: float, border: int,
     config: DetectionConfig, bbox: Box, n_grow: int, local_sm: np.ndarray | None, polarity: str,
+    seeds: np.ndarray | None,
 ) -> Footprints:
+    """Footprints of one polarity; pixels reaching threshold x multiplier are set in
+    ``seeds`` when it is given (hysteresis detection)."""
     above = np.zeros(sm.shape, dtype=np.bool_)
     _threshold(sm, sv, t, per_pixel, sign, border, above)
     multiplier = config.include_threshold_multiplier
@@ -495,9 +501,11 @@ def _detect_one(
             keep &= np.bincount(labels.ravel(), minlength=n + 1) >= config.min_pixels
         if multiplier != 1.0:
             # afw FootprintSet: a footprint is kept only if it reaches threshold x multiplier
-            seeds = np.zeros(sm.shape, dtype=np.bool_)
-            _threshold(sm, sv, t * multiplier, per_pixel, sign, border, seeds)
-            keep &= np.bincount(labels[seeds], minlength=n + 1) > 0
+            mine = np.zeros(sm.shape, dtype=np.bool_)
+            _threshold(sm, sv, t * multiplier, per_pixel, sign, border, mine)
+            keep &= np.bincount(labels[mine], minlength=n + 1) > 0
+            if seeds is not None:
+                seeds |= mine
         keep[0] = False
         above = keep[labels]
     if not above.any():
@@ -605,19 +613,20 @@ def detect_footprints(
         local_sm = sm - fit_background(mi, local_cfg).evaluate()
     n_grow = int(config.n_sigma_to_grow * psf_sigma + 0.5) if config.n_sigma_to_grow > 0 else 0
     positive = negative = None
+    seeds = np.zeros(sm.shape, dtype=np.bool_) if config.include_threshold_multiplier != 1.0 else None
     if config.polarity in ("positive", "both"):
-        positive = _detect_one(sm, sv, t, per_pixel, 1.0, border, config, mi.bbox, n_grow, local_sm, "positive")
+        positive = _detect_one(sm, sv, t, per_pixel, 1.0, border, config, mi.bbox, n_grow, local_sm, "positive", seeds)
         if set_mask:
             mi.mask[positive.labels > 0] |= det_bit
     if config.polarity in ("negative", "both"):
-        negative = _detect_one(sm, sv, t, per_pixel, -1.0, border, config, mi.bbox, n_grow, local_sm, "negative")
+        negative = _detect_one(sm, sv, t, per_pixel, -1.0, border, config, mi.bbox, n_grow, local_sm, "negative", seeds)
         if set_mask:
             mi.mask[negative.labels > 0] |= neg_bit
     background = None
     if config.reestimate_background:
         background = fit_background(mi, config.background)
         mi.image -= background.evaluate()
-    result = DetectionResult(positive, negative, psf_sigma, width, n_grow, t, background)
+    result = DetectionResult(positive, negative, psf_sigma, width, n_grow, t, background, seeds)
     logger.info(
         "detected %d positive and %d negative footprints to %g %s%s (sigma %.3f px, kernel %d, grow %d)",
         result.n_pos, result.n_neg, t if config.threshold_type != "pixel_stdev" else config.threshold_value,

@@ -279,10 +279,23 @@ def test_include_threshold_multiplier_keeps_seeded_footprints_down_to_the_thresh
     mi.image[50:61, 100:111][disk(5)] = 4.0 * math.sqrt(VAR)
     base = dict(do_smooth=False, n_sigma_to_grow=0.0)
     plain = detect_footprints(mi.copy(), SIGMA_PSF, DetectionConfig(threshold_value=7.5, **base)).positive
-    hyst = detect_footprints(
+    hyst_result = detect_footprints(
         mi.copy(), SIGMA_PSF,
         DetectionConfig(threshold_value=2.5, include_threshold_multiplier=3.0, **base),
-    ).positive
+    )
+    hyst = hyst_result.positive
+    # the seeds are the cores (the 9-sigma disk); none without hysteresis
+    core = np.zeros(mi.image.shape, bool)
+    core[46:75, 26:55][disk(14)] = True
+    assert np.array_equal(hyst_result.seeds, core)
+    assert detect_footprints(mi.copy(), SIGMA_PSF, DetectionConfig(threshold_value=2.5, **base)).seeds is None
+    # both polarities seed: a negative copy of the disk adds its own core
+    flipped = mi.copy()
+    flipped.image[:, 60:] = 0.0
+    flipped.image[:, 60:120] = -mi.image[:, :60]
+    both = detect_footprints(flipped, SIGMA_PSF, DetectionConfig(
+        threshold_value=2.5, include_threshold_multiplier=3.0, polarity="both", **base))
+    assert both.seeds.sum() == 2 * core.sum() and len(both.negative) == 1
     low = detect_footprints(mi.copy(), SIGMA_PSF, DetectionConfig(threshold_value=2.5, **base)).positive
     assert len(plain) == 1 and plain.areas[0] == disk(14).sum()
     # the seeded footprint extends over its whole rim; the unseeded 4-sigma one is dropped

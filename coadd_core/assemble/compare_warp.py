@@ -343,9 +343,6 @@ def find_artifacts(
     n_warps = len(psf_matched_handles)
     candidates: list[ArtifactCandidates | None] = [None] * n_warps
     cores: list[np.ndarray | None] = [None] * n_warps
-    det = config.detect
-    seed = det.threshold_value * det.include_threshold_multiplier
-    hysteresis = det.include_threshold_multiplier != 1.0 and det.threshold_type == "pixel_stdev" and not det.do_smooth
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
     whole = spans_from_mask(np.ones(bbox.shape, bool), bbox)
@@ -370,10 +367,8 @@ def find_artifacts(
         if cands.n:
             _, y, x = cands.pixels()
             epoch_count[y - bbox.y0, x - bbox.x0] += 1
-            if hysteresis:
-                iy, ix = y - bbox.y0, x - bbox.x0
-                with np.errstate(invalid="ignore"):
-                    cores[i] = np.abs(diff.image[iy, ix]) >= seed * np.sqrt(diff.variance[iy, ix])
+            if result.seeds is not None:
+                cores[i] = result.seeds[y - bbox.y0, x - bbox.x0]
         candidates[i] = cands
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
