@@ -326,9 +326,38 @@ def test_bright_static_star_residual_in_one_epoch_is_preserved():
     hs = [WarpHandle.from_exposure(w) for w in warps]
     preserved = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig())
     assert all(len(a.clipped) == 0 for a in preserved.alt_masks.values())
-    # without the template-footprint rescue the same residual is clipped
-    clipped = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(do_preserve_contained_by_source=False))
+    # without the template-footprint rescue the variable-source rule keeps it too; with neither it is clipped
+    variable_only = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(do_preserve_contained_by_source=False))
+    assert all(len(a.clipped) == 0 for a in variable_only.alt_masks.values())
+    clipped = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(
+        do_preserve_contained_by_source=False, do_preserve_variable_sources=False))
     assert len(clipped.alt_masks[3].clipped) > 0
+
+
+def test_faint_variable_seen_at_its_maximum_is_kept_and_a_transient_beside_it_clipped():
+    """A star near the single-epoch detection limit (flux 400: 4.5 sigma PSF-weighted per
+    epoch, 11 sigma in the six-epoch template) that brightens twentyfold in one epoch
+    deviates in that epoch only, like an artifact: LSST's rule clips it; ours keeps it,
+    because the template holds the star without that epoch.  A transient of the same
+    flux on empty sky, and one on the star's flank 2 PSF sigma off its centre, are
+    clipped."""
+    rng = np.random.default_rng(43)
+    star = (60.3, 40.6)
+    flank = (30.2 + 2 * MODEL_SIGMA, 90.4)
+    def extra(e):  # noqa: E306
+        bright = e == 2
+        return [(*star, 8e3 if bright else 400.0), (30.2, 90.4, 400.0)] + (
+            [TRANSIENT, (*flank, 8e3)] if bright else [])
+    warps = small_warps(6, rng, extra=extra)
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    ours = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig())
+    lsst = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(do_preserve_variable_sources=False))
+    mine, theirs = (spans_to_mask(r.alt_masks[3].clipped, SMALL) for r in (ours, lsst))
+    at = lambda xy: (int(round(xy[1])), int(round(xy[0])))  # noqa: E731
+    assert theirs[at(star)] and not mine[at(star)]
+    assert mine[at(TRANSIENT)] and theirs[at(TRANSIENT)]
+    assert mine[at(flank)]
+    assert all(len(ours.alt_masks[v].clipped) == 0 for v in (1, 2, 4, 5, 6))
 
 
 def test_filter_artifacts_spatial_rule():

@@ -14,6 +14,7 @@ patch's worth of warps is processed one warp at a time.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 import numba
 import numpy as np
 from astropy.wcs import WCS
+from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
 from ..detection import Footprints, detect_footprints
@@ -45,7 +47,11 @@ __all__ = [
     "effective_max_epochs",
     "filter_artifacts",
     "find_artifacts",
+    "leave_one_out_snr",
+    "match_variable_sources",
+    "psf_weighted_fluxes",
     "prefilter_artifacts",
+    "template_source_peaks",
     "with_psf_matched_polygons",
 ]
 
@@ -194,6 +200,18 @@ def detect_template_footprints(template: Exposure, config: CompareWarpConfig) ->
     raise RuntimeError(f"template detection failed {config.max_detect_template_iter} times") from last_error
 
 
+def template_source_peaks(template: Exposure, config: CompareWarpConfig) -> np.ndarray:
+    """``(m, 2)`` parent ``(x, y)`` of the peaks of the sources detected on the template
+    with ``detect_variable_template`` (on a copy; nothing of the template changes)."""
+    mi = template.masked_image.copy()
+    mi.mask[...] = 0
+    result = detect_footprints(mi, _psf_sigma(template.psf), config.detect_variable_template, set_mask=False)
+    fp = result.positive
+    if fp is None or len(fp.peaks) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.stack([fp.peaks["x"], fp.peaks["y"]], axis=1).astype(np.int64)
+
+
 def _psf_sigma(psf: Any) -> float:
     if psf is None:
         raise ValueError("the template has no PSF, so its detection scale is unknown")
@@ -235,6 +253,90 @@ def prefilter_artifacts(
     return candidates.select(n_good / np.maximum(n_pix, 1) > config.prefilter_artifacts_ratio)
 
 
+def _candidate_peaks(fid: np.ndarray, y: np.ndarray, x: np.ndarray, n: int, diff: np.ndarray, bbox: Box) -> np.ndarray:
+    """``(n, 2)`` parent ``(x, y)`` of each candidate's largest ``|diff|`` pixel."""
+    with np.errstate(invalid="ignore"):
+        size = np.nan_to_num(np.abs(diff[y - bbox.y0, x - bbox.x0]), nan=-1.0)
+    order = np.lexsort((-size, fid))
+    first = order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
+    out = np.zeros((n, 2), dtype=np.int64)
+    out[fid[first], 0], out[fid[first], 1] = x[first], y[first]
+    return out
+
+
+def _psf_weights(sigma: float) -> np.ndarray:
+    """A normalised Gaussian stamp of ``sigma`` out to 3 sigma."""
+    h = int(math.ceil(3.0 * sigma))
+    dy, dx = np.mgrid[-h : h + 1, -h : h + 1]
+    phi = np.exp(-0.5 * (dx**2 + dy**2) / sigma**2)
+    return phi / phi.sum()
+
+
+def psf_weighted_fluxes(image: np.ndarray, xy: np.ndarray, bbox: Box, sigma: float) -> np.ndarray:
+    """PSF-weighted flux ``sum(phi I) / sum(phi^2)`` of a Gaussian ``phi`` of ``sigma`` at
+    each parent ``(x, y)`` of ``xy``; NaN where the stamp leaves the image or holds NaN."""
+    phi = _psf_weights(sigma)
+    h = phi.shape[0] // 2
+    ny, nx = image.shape
+    ix, iy = xy[:, 0] - bbox.x0, xy[:, 1] - bbox.y0
+    inside = (ix >= h) & (ix < nx - h) & (iy >= h) & (iy < ny - h)
+    out = np.full(len(xy), np.nan)
+    if inside.any():
+        d = np.arange(-h, h + 1)
+        stamps = image[iy[inside, None, None] + d[None, :, None], ix[inside, None, None] + d[None, None, :]]
+        out[inside] = np.einsum("kij,ij->k", stamps.astype(np.float64), phi) / float((phi**2).sum())
+    return out
+
+
+def match_variable_sources(
+    candidates: ArtifactCandidates, diff: np.ndarray, bbox: Box, source_peaks: np.ndarray,
+    psf_sigma: float, config: CompareWarpConfig, core: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per candidate, the index of the template source (``source_peaks``, ``(m, 2)``
+    parent ``(x, y)``) it looks like a change of brightness of, or -1: the candidate's
+    largest ``|diff|`` pixel within ``variable_peak_match_sigma`` PSF sigma of the source's
+    peak, and every seed pixel (all pixels without ``core``) within
+    ``variable_max_radius_sigma`` of it."""
+    n = candidates.n
+    out = np.full(n, -1, dtype=np.int64)
+    if n == 0 or len(source_peaks) == 0:
+        return out
+    fid, y, x = candidates.pixels()
+    with np.errstate(invalid="ignore"):
+        size = np.nan_to_num(np.abs(diff[y - bbox.y0, x - bbox.x0]), nan=-1.0)
+    order = np.lexsort((-size, fid))
+    first = order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
+    peaks = np.zeros((n, 2), dtype=np.float64)
+    peaks[fid[first], 0], peaks[fid[first], 1] = x[first], y[first]
+    tree = cKDTree(source_peaks.astype(np.float64))
+    dist, which = tree.query(peaks, distance_upper_bound=config.variable_peak_match_sigma * psf_sigma)
+    near = np.isfinite(dist)
+    centre = source_peaks[np.minimum(which, len(source_peaks) - 1)]
+    use = np.ones(len(fid), dtype=bool)
+    if core is not None:
+        has_core = np.bincount(fid, weights=core, minlength=n) > 0
+        use = core | ~has_core[fid]
+    r2 = ((x - centre[fid, 0]) ** 2 + (y - centre[fid, 1]) ** 2).astype(np.float64)
+    reach = np.zeros(n, dtype=np.float64)
+    np.maximum.at(reach, fid[use], r2[use])
+    ok = near & (reach <= (config.variable_max_radius_sigma * psf_sigma) ** 2)
+    out[ok] = which[ok]
+    return out
+
+
+def leave_one_out_snr(fluxes: np.ndarray, variances: np.ndarray, epoch: int, sources: np.ndarray) -> np.ndarray:
+    """S/N of the inverse-variance mean of ``fluxes[j, k]`` over the epochs ``j`` other
+    than ``epoch`` for each source ``k`` of ``sources`` (NaN entries: no data)."""
+    f = np.delete(fluxes[:, sources], epoch, axis=0)
+    v = np.delete(variances[:, sources], epoch, axis=0)
+    good = np.isfinite(f) & np.isfinite(v) & (v > 0)
+    w = np.where(good, 1.0 / np.where(good, v, 1.0), 0.0)
+    total = w.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (np.where(good, f, 0.0) * w).sum(axis=0) / total
+        return np.where(total > 0, mean * np.sqrt(total), -np.inf)
+
+
 def filter_artifacts(
     candidates: ArtifactCandidates,
     epoch_count: np.ndarray,
@@ -243,6 +345,7 @@ def filter_artifacts(
     config: CompareWarpConfig,
     template_footprints: Footprints | None = None,
     core: np.ndarray | None = None,
+    preserve: np.ndarray | None = None,
 ) -> ArtifactCandidates:
     """Keep the candidates that are transient: more than ``spatialThreshold`` of their
     pixels deviate in at least one but at most the effective maximum number of epochs
@@ -253,7 +356,10 @@ def filter_artifacts(
     ``core`` (one flag per candidate pixel, in :meth:`ArtifactCandidates.pixels` order)
     marks the pixels above the detection seed threshold: with hysteresis detection only
     they take part in the containment test, so a bright star's residual keeps LSST's
-    protection although its footprint now reaches into the star's wings."""
+    protection although its footprint now reaches into the star's wings.
+
+    ``preserve`` (one flag per candidate) keeps the flagged ones out too: the variable
+    sources of :func:`match_variable_sources`."""
     if candidates.n == 0:
         return candidates
     fid, y, x = candidates.pixels()
@@ -272,13 +378,14 @@ def filter_artifacts(
     n_judged = np.bincount(fid, weights=judged, minlength=candidates.n)
     frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_judged, 1)
     keep = frac > config.spatial_threshold
+    use = np.ones(len(fid), dtype=bool)
+    if core is not None:
+        has_core = np.bincount(fid, weights=core, minlength=candidates.n) > 0
+        use = core | ~has_core[fid]  # a footprint without core pixels is tested whole
+    if preserve is not None:
+        keep &= ~preserve
     if template_footprints is not None and keep.any():
-        labels = template_footprints.labels[iy, ix]
-        cfid = fid
-        if core is not None:
-            has_core = np.bincount(fid, weights=core, minlength=candidates.n) > 0
-            use = core | ~has_core[fid]  # a footprint without core pixels is tested whole
-            labels, cfid = labels[use], fid[use]
+        labels, cfid = template_footprints.labels[iy, ix][use], fid[use]
         first = np.full(candidates.n, -1, dtype=np.int64)
         np.maximum.at(first, cfid, labels)
         lowest = np.full(candidates.n, np.iinfo(np.int64).max, dtype=np.int64)
@@ -337,12 +444,20 @@ def find_artifacts(
     bbox = template.bbox
     planes = standard_planes()
     template_fp = detect_template_footprints(template, config) if config.do_preserve_contained_by_source else None
+    sources = template_source_peaks(template, config) if config.do_preserve_variable_sources else None
     sigma = _psf_sigma(template.psf)
     epoch_count = np.zeros(bbox.shape, dtype=np.int32)
     n_image = np.zeros(bbox.shape, dtype=np.int32)
     n_warps = len(psf_matched_handles)
     candidates: list[ArtifactCandidates | None] = [None] * n_warps
     cores: list[np.ndarray | None] = [None] * n_warps
+    on_source: list[np.ndarray | None] = [None] * n_warps
+    if sources is not None:  # every epoch's PSF-weighted flux (and variance) of every template source
+        source_flux = np.full((n_warps, len(sources)), np.nan)
+        source_var = np.full((n_warps, len(sources)), np.nan)
+        template_flux = psf_weighted_fluxes(template.image, sources, bbox, sigma)
+        phi_norm = float((_psf_weights(sigma) ** 2).sum())
+        template_var = template.variance[sources[:, 1] - bbox.y0, sources[:, 0] - bbox.x0] if len(sources) else None
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
     whole = spans_from_mask(np.ones(bbox.shape, bool), bbox)
@@ -357,6 +472,11 @@ def find_artifacts(
         np.isfinite(diff.image, out=finite)
         finite = np.isfinite(diff.image)
         n_image += finite & ((diff.mask & bad_for_count) == 0)
+        if sources is not None and len(sources):
+            # the warp's own variance at the peak over sum(phi^2): a locally flat variance
+            source_flux[i] = template_flux + psf_weighted_fluxes(diff.image, sources, bbox, sigma)
+            own_var = diff.variance[sources[:, 1] - bbox.y0, sources[:, 0] - bbox.x0] - template_var
+            source_var[i] = np.where(np.isfinite(own_var) & (own_var > 0), own_var, np.nan) / phi_norm
         result = detect_footprints(diff, sigma, config.detect)
         fp = result.positive
         if result.negative is not None:
@@ -369,6 +489,8 @@ def find_artifacts(
             epoch_count[y - bbox.y0, x - bbox.x0] += 1
             if result.seeds is not None:
                 cores[i] = result.seeds[y - bbox.y0, x - bbox.x0]
+            if sources is not None:
+                on_source[i] = match_variable_sources(cands, diff.image, bbox, sources, sigma, config, cores[i])
         candidates[i] = cands
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
@@ -377,7 +499,14 @@ def find_artifacts(
     for i in range(n_warps):
         cands = candidates[i]
         if cands is not None and cands.n:
-            cands = filter_artifacts(cands, epoch_count, n_image, bbox, config, template_fp, cores[i])
+            preserve = None
+            match = on_source[i]
+            if match is not None and (match >= 0).any():
+                # a variable is there in the other epochs too; a transient made its own template source
+                preserve = match >= 0
+                snr = leave_one_out_snr(source_flux, source_var, i, match[preserve])
+                preserve[preserve] = snr >= config.variable_min_template_snr
+            cands = filter_artifacts(cands, epoch_count, n_image, bbox, config, template_fp, cores[i], preserve)
             candidates[i] = cands
         clipped = cands.spans if cands is not None else empty_spans()
         n_clipped += 0 if cands is None else cands.n

@@ -157,6 +157,21 @@ def default_template_detection() -> DetectionConfig:
     )
 
 
+def default_variable_source_detection() -> DetectionConfig:
+    """Sources on the template for ``do_preserve_variable_sources``: SourceDetectionTask's
+    5-sigma PSF-smoothed positive detection, without growth (only peaks are used)."""
+    return DetectionConfig(
+        threshold_type="pixel_stdev",
+        threshold_value=5.0,
+        polarity="positive",
+        min_pixels=1,
+        n_sigma_to_grow=0.0,
+        do_smooth=True,
+        do_temp_local_background=False,
+        reestimate_background=False,
+    )
+
+
 def default_safe_clip_detection() -> DetectionConfig:
     """SafeClip ``clipDetection`` on the clipped/unclipped difference (§8)."""
     return DetectionConfig(
@@ -238,6 +253,36 @@ class CompareWarpConfig(AssembleCoaddConfig):
     )
     do_preserve_contained_by_source: bool = Field(
         True, description="Keep candidates inside template footprints; LSST doPreserveContainedBySource, True."
+    )
+    do_preserve_variable_sources: bool = Field(
+        True,
+        description=(
+            "Keep candidates that are a point source's change of brightness: peaked within "
+            "variable_peak_match_sigma PSF sigma of a source detected on the template (detect_variable_template) and no "
+            "wider than variable_max_radius_sigma PSF sigma around it, the source reaching "
+            "variable_min_template_snr in the other epochs.  A variable seen only near its maximum "
+            "deviates in as few epochs as an artifact, and LSST's rescue only covers 300-sigma sources.  "
+            "[project default; LSST: none]"
+        ),
+    )
+    detect_variable_template: DetectionConfig = Field(
+        default_factory=default_variable_source_detection,
+        description="Detection of the template's sources for do_preserve_variable_sources (5 sigma, PSF-smoothed).",
+    )
+    variable_peak_match_sigma: float = Field(
+        1.0, gt=0,
+        description="Largest distance (PSF sigma) of a candidate's peak from a template source's peak; "
+        "the peaks of faint sources wander by a good fraction of sigma.",
+    )
+    variable_max_radius_sigma: float = Field(
+        3.5, gt=0,
+        description="Largest distance (PSF sigma) of a candidate's seed pixels from that peak: 7.5 sigma is "
+        "reached 3.0 sigma out on a 1000-sigma point source.",
+    )
+    variable_min_template_snr: float = Field(
+        5.0, gt=0,
+        description="The source's PSF-weighted flux, averaged over the other epochs, must reach this S/N: a "
+        "transient bright enough to make its own template source (few epochs) has none there.",
     )
     do_prefilter_artifacts: bool = Field(
         True, description="Drop candidates mostly on bad pixels; LSST doPrefilterArtifacts, True."
