@@ -13,6 +13,8 @@ from astropy.wcs import WCS
 from coadd_core.assemble import CompareWarpConfig, WarpHandle
 from coadd_core.assemble.alt_masks import spans_to_mask
 from coadd_core.assemble.compare_warp import (
+    EpochSourceFluxes,
+    psf_weighted_fluxes,
     ArtifactCandidates,
     build_template,
     compare_warp_assemble,
@@ -476,3 +478,20 @@ def test_faint_rim_of_a_one_epoch_ghost_is_clipped_with_its_core():
     left = {name: float((r.coadd.image - sum(w.image for i, w in enumerate(warps) if i != 2) / 4)[rim].sum())
             for name, r in (("ours", ours), ("lsst", lsst))}
     assert abs(left["ours"]) < 0.2 * left["lsst"]
+
+
+def test_psf_weighted_flux_and_the_other_epochs_snr():
+    """The PSF-weighted flux of a noiseless point source of the PSF's width is its flux
+    (to 1 %: the source is pixel-integrated, the weights sampled);
+    the leave-one-out S/N uses the other epochs' fluxes with inverse-variance weights."""
+    box = Box(10, 20, 89, 99)
+    image = render_points(box, [(40.0, 50.0, 1000.0)], MODEL_SIGMA)
+    peaks = np.array([[40, 50], [12, 22]])  # the second one's stamp leaves the image
+    flux = psf_weighted_fluxes(image, peaks, box, MODEL_SIGMA)
+    assert flux[0] == pytest.approx(1000.0, rel=0.01) and np.isnan(flux[1])
+    template = MaskedImage(np.zeros(box.shape, np.float32), None, np.ones(box.shape, np.float32), xy0=box.xy0)
+    fluxes = EpochSourceFluxes(template, peaks[:1], 3, MODEL_SIGMA)
+    fluxes.flux[:, 0] = [900.0, 100.0, 300.0]
+    fluxes.variance[:, 0] = [1.0e4, 1.0e4, 3.0e4]
+    # without epoch 0: (100/1e4 + 300/3e4) / (1/1e4 + 1/3e4) = 150, sigma 1/sqrt(4/3e4)
+    assert fluxes.others_snr(0, np.array([0]))[0] == pytest.approx(150.0 * math.sqrt(4 / 3.0e4))

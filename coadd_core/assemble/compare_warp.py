@@ -39,6 +39,7 @@ from .scale_variance import measure_variance_scale
 __all__ = [
     "ArtifactCandidates",
     "CompareWarpResult",
+    "EpochSourceFluxes",
     "FindArtifactsResult",
     "build_template",
     "compare_warp_assemble",
@@ -47,7 +48,6 @@ __all__ = [
     "effective_max_epochs",
     "filter_artifacts",
     "find_artifacts",
-    "leave_one_out_snr",
     "match_variable_sources",
     "psf_weighted_fluxes",
     "prefilter_artifacts",
@@ -324,17 +324,42 @@ def match_variable_sources(
     return out
 
 
-def leave_one_out_snr(fluxes: np.ndarray, variances: np.ndarray, epoch: int, sources: np.ndarray) -> np.ndarray:
-    """S/N of the inverse-variance mean of ``fluxes[j, k]`` over the epochs ``j`` other
-    than ``epoch`` for each source ``k`` of ``sources`` (NaN entries: no data)."""
-    f = np.delete(fluxes[:, sources], epoch, axis=0)
-    v = np.delete(variances[:, sources], epoch, axis=0)
-    good = np.isfinite(f) & np.isfinite(v) & (v > 0)
-    w = np.where(good, 1.0 / np.where(good, v, 1.0), 0.0)
-    total = w.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = (np.where(good, f, 0.0) * w).sum(axis=0) / total
-        return np.where(total > 0, mean * np.sqrt(total), -np.inf)
+class EpochSourceFluxes:
+    """Every epoch's PSF-weighted flux, and its variance, at each template source
+    (``peaks``, ``(m, 2)`` parent ``(x, y)``): a variable is there in the epochs other than
+    the one it deviates in; a transient that made its own template source is not."""
+
+    def __init__(self, template: MaskedImage, peaks: np.ndarray, n_epochs: int, psf_sigma: float) -> None:
+        self.peaks, self.bbox, self.sigma = peaks, template.bbox, psf_sigma
+        self.flux = np.full((n_epochs, len(peaks)), np.nan)
+        self.variance = np.full((n_epochs, len(peaks)), np.nan)
+        self._template_flux = psf_weighted_fluxes(template.image, peaks, self.bbox, psf_sigma)
+        self._template_var = self._at(template.variance)
+        self._phi_norm = float((_psf_weights(psf_sigma) ** 2).sum())
+
+    def _at(self, image: np.ndarray) -> np.ndarray:
+        return image[self.peaks[:, 1] - self.bbox.y0, self.peaks[:, 0] - self.bbox.x0].astype(np.float64)
+
+    def record(self, epoch: int, diff: MaskedImage) -> None:
+        """Fluxes of ``epoch`` from its difference from the template (the template's own
+        variance taken back out; a locally flat variance over the stamp)."""
+        if not len(self.peaks):
+            return
+        self.flux[epoch] = self._template_flux + psf_weighted_fluxes(diff.image, self.peaks, self.bbox, self.sigma)
+        own = self._at(diff.variance) - self._template_var
+        self.variance[epoch] = np.where(np.isfinite(own) & (own > 0), own, np.nan) / self._phi_norm
+
+    def others_snr(self, epoch: int, sources: np.ndarray) -> np.ndarray:
+        """S/N of the inverse-variance mean flux of each of ``sources`` (indices) over the
+        epochs other than ``epoch``; -inf where none has data."""
+        f = np.delete(self.flux[:, sources], epoch, axis=0)
+        v = np.delete(self.variance[:, sources], epoch, axis=0)
+        good = np.isfinite(f) & np.isfinite(v) & (v > 0)
+        w = np.where(good, 1.0 / np.where(good, v, 1.0), 0.0)
+        total = w.sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = (np.where(good, f, 0.0) * w).sum(axis=0) / total
+            return np.where(total > 0, mean * np.sqrt(total), -np.inf)
 
 
 def filter_artifacts(
@@ -452,12 +477,7 @@ def find_artifacts(
     candidates: list[ArtifactCandidates | None] = [None] * n_warps
     cores: list[np.ndarray | None] = [None] * n_warps
     on_source: list[np.ndarray | None] = [None] * n_warps
-    if sources is not None:  # every epoch's PSF-weighted flux (and variance) of every template source
-        source_flux = np.full((n_warps, len(sources)), np.nan)
-        source_var = np.full((n_warps, len(sources)), np.nan)
-        template_flux = psf_weighted_fluxes(template.image, sources, bbox, sigma)
-        phi_norm = float((_psf_weights(sigma) ** 2).sum())
-        template_var = template.variance[sources[:, 1] - bbox.y0, sources[:, 0] - bbox.x0] if len(sources) else None
+    fluxes = None if sources is None else EpochSourceFluxes(template.masked_image, sources, n_warps, sigma)
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
     whole = spans_from_mask(np.ones(bbox.shape, bool), bbox)
@@ -470,13 +490,9 @@ def find_artifacts(
             continue
         difference_into(handle, template.masked_image, config, diff)
         np.isfinite(diff.image, out=finite)
-        finite = np.isfinite(diff.image)
         n_image += finite & ((diff.mask & bad_for_count) == 0)
-        if sources is not None and len(sources):
-            # the warp's own variance at the peak over sum(phi^2): a locally flat variance
-            source_flux[i] = template_flux + psf_weighted_fluxes(diff.image, sources, bbox, sigma)
-            own_var = diff.variance[sources[:, 1] - bbox.y0, sources[:, 0] - bbox.x0] - template_var
-            source_var[i] = np.where(np.isfinite(own_var) & (own_var > 0), own_var, np.nan) / phi_norm
+        if fluxes is not None:
+            fluxes.record(i, diff)
         result = detect_footprints(diff, sigma, config.detect)
         fp = result.positive
         if result.negative is not None:
@@ -489,8 +505,8 @@ def find_artifacts(
             epoch_count[y - bbox.y0, x - bbox.x0] += 1
             if result.seeds is not None:
                 cores[i] = result.seeds[y - bbox.y0, x - bbox.x0]
-            if sources is not None:
-                on_source[i] = match_variable_sources(cands, diff.image, bbox, sources, sigma, config, cores[i])
+            if fluxes is not None:
+                on_source[i] = match_variable_sources(cands, diff.image, bbox, fluxes.peaks, sigma, config, cores[i])
         candidates[i] = cands
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
@@ -501,11 +517,9 @@ def find_artifacts(
         if cands is not None and cands.n:
             preserve = None
             match = on_source[i]
-            if match is not None and (match >= 0).any():
-                # a variable is there in the other epochs too; a transient made its own template source
+            if fluxes is not None and match is not None and (match >= 0).any():
                 preserve = match >= 0
-                snr = leave_one_out_snr(source_flux, source_var, i, match[preserve])
-                preserve[preserve] = snr >= config.variable_min_template_snr
+                preserve[preserve] = fluxes.others_snr(i, match[preserve]) >= config.variable_min_template_snr
             cands = filter_artifacts(cands, epoch_count, n_image, bbox, config, template_fp, cores[i], preserve)
             candidates[i] = cands
         clipped = cands.spans if cands is not None else empty_spans()

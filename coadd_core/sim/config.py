@@ -331,6 +331,8 @@ def _small() -> SimConfig:
             bright_star_mag=(13.5, 14.0),
             variables_per_ccd=2,
             variable_mag=(17.5, 19.0),
+            faint_variables_per_ccd=6,
+            faint_variable_amplitude_mag=(1.5, 2.0),
             n_asteroids=1,
             edge_margin_px=40.0,
         ),
