@@ -362,15 +362,25 @@ def test_cosmic_ray_finder_on_a_synthetic_field() -> None:
     # a ray touching saturation is left to the SAT plane
     mi.mask[200:203, 10:13] |= bitmask("SAT")
     mi.image[201, 13] += 800.0
-    result = find_cosmic_rays(mi, psf)
-    cr = (mi.mask & np.int32(bitmask("CR"))) != 0
+    lsst = mi.copy()
+    result = find_cosmic_rays(lsst, psf, CosmicRayConfig(grow=0))
+    cr = (lsst.mask & np.int32(bitmask("CR"))) != 0
     assert cr[truth].all()
     # the neighbour passes may add a marginal pixel next to a ray, nothing farther away
-    assert not (cr & ~ndimage.binary_dilation(truth, structure=np.ones((3, 3), bool))).any()
+    around = ndimage.binary_dilation(truth, structure=np.ones((3, 3), bool))
+    assert not (cr & ~around).any()
     assert result.n_cosmic_rays == 25 and truth.sum() <= result.n_pixels <= truth.sum() + 8
+    assert lsst.mask[201, 13] & bitmask("SAT") and not lsst.mask[201, 13] & bitmask("CR")
+    # by default every ray (with its marginal neighbours) is grown by a pixel all round,
+    # and repaired there too
+    result = find_cosmic_rays(mi, psf)
+    cr = (mi.mask & np.int32(bitmask("CR"))) != 0
+    assert cr[around].all() and not (cr & ~ndimage.binary_dilation(truth, structure=np.ones((5, 5), bool))).any()
+    assert result.n_pixels == int(cr.sum()) <= around.sum() + 3 * 8 and result.n_cosmic_rays == 25
+    assert np.all(mi.mask[cr] & bitmask("INTRP"))
     assert mi.mask[201, 13] & bitmask("SAT") and not mi.mask[201, 13] & bitmask("CR")
     # repaired values are back near the clean ones
-    assert np.max(np.abs(mi.image[truth] - clean.image[truth])) < 60.0
+    assert np.max(np.abs(mi.image[around] - clean.image[around])) < 60.0
     # a PSF nearly as sharp as the rays makes most of them look like point sources
     sharp = clean.copy()
     sharp.image[truth] += 400.0

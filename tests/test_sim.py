@@ -766,7 +766,7 @@ def test_variable_flares_brighten_one_visit_and_leave_the_rest_of_the_catalog() 
         a, b = np.asarray(quiet.catalog[name]), np.asarray(loud.catalog[name])
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
     rows = loud.catalog[loud.catalog["kind"] == "variable"]
-    assert len(rows) == 4
+    assert len(rows) == (base.scene.variables_per_ccd + base.scene.faint_variables_per_ccd) * len(base.detectors)
     for row, plain in zip(rows, quiet.catalog[quiet.catalog["kind"] == "variable"]):
         diffs = np.array([float(variable_mag(row, "r", e.mjd_mid) - variable_mag(plain, "r", e.mjd_mid)) for e in loud.science])
         assert np.sum(diffs == -1.0) == 1 and np.sum(diffs == 0.0) == len(diffs) - 1
@@ -775,7 +775,8 @@ def test_variable_flares_brighten_one_visit_and_leave_the_rest_of_the_catalog() 
 def test_faint_variables_are_added_near_the_detection_limit_and_leave_the_other_sources() -> None:
     from coadd_core.sim.scene import variable_mag
 
-    base = get_preset("small")
+    small = get_preset("small")
+    base = small.model_copy(update={"scene": small.scene.model_copy(update={"faint_variables_per_ccd": 0})})
     scene = base.scene.model_copy(update={"faint_variables_per_ccd": 3})
     quiet, faint = plan_survey(base), plan_survey(base.model_copy(update={"scene": scene}))
     kind_q, kind_f = np.asarray(quiet.catalog["kind"]), np.asarray(faint.catalog["kind"])

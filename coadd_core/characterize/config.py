@@ -42,6 +42,12 @@ class CosmicRayConfig(_Frozen):
     n_cr_pixel_max: int = Field(
         1_000_000, gt=0, description="Give up (mask nothing) above this many CR pixels; LSST nCrPixelMax."
     )
+    grow: int = Field(
+        1, ge=0,
+        description="Also mask and repair the pixels within this many pixels (a square) of each ray: the "
+        "faint edges of a track, below the neighbour test, are most of the charge it leaves.  Drizzle's "
+        "driz_cr_grow, 1.  [project default; LSST: 0]",
+    )
     keep_crs: bool = Field(
         False, description="Mask cosmic rays but leave their pixel values; LSST keepCRs, False."
     )

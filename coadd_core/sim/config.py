@@ -144,7 +144,7 @@ class SceneConfig(_Model):
         0, ge=0, description="variable stars near the single-visit detection limit, per CCD (seen at their brightest only)"
     )
     faint_variable_mag: Range = Field((24.5, 25.5), description="mean magnitude range of the faint variables")
-    faint_variable_amplitude_mag: Range = Field((1.0, 1.5), description="semi-amplitude range of the faint variables (mag)")
+    faint_variable_amplitude_mag: Range = Field((1.5, 2.0), description="semi-amplitude range of the faint variables (mag)")
     n_asteroids: int = Field(1, ge=0, description="moving objects in the field")
     asteroid_mag: Range = Field((19.0, 20.0), description="magnitude range of asteroids")
     asteroid_rate_arcsec_per_hour: Range = Field(
@@ -332,7 +332,6 @@ def _small() -> SimConfig:
             variables_per_ccd=2,
             variable_mag=(17.5, 19.0),
             faint_variables_per_ccd=6,
-            faint_variable_amplitude_mag=(1.5, 2.0),
             n_asteroids=1,
             edge_margin_px=40.0,
         ),
@@ -354,7 +353,7 @@ def _demo() -> SimConfig:
         detectors=tuple(DetectorChoice(name=n) for n in ("ccd12", "ccd13", "ccd21", "ccd22")),
         seed=20150321,
         observing=ObservingConfig(n_visits=8, rotated_visit=3, rotation_deg=45.0, dither_arcsec=60.0),
-        scene=SceneConfig(bright_stars_per_ccd=2, variables_per_ccd=2, n_asteroids=1),
+        scene=SceneConfig(bright_stars_per_ccd=2, variables_per_ccd=2, faint_variables_per_ccd=4, n_asteroids=1),
         artifacts=ArtifactConfig(trail_visits=(1, 5), ghost_visit=2),
         calibrations=CalibrationConfig(n_bias=3, n_dark=3, n_flat=3),
     )

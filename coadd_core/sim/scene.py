@@ -313,7 +313,8 @@ def make_catalog(
                 )
             )
 
-    # faint variables from a child stream, last: the other sources keep their draws
+    # faint variables from a child stream, after the others: those keep their draws (the
+    # asteroids, placed clear of all of them, may move)
     frng = rng.spawn(1)[0] if sc.faint_variables_per_ccd else None
     n_faint = 0
     if frng is not None:
