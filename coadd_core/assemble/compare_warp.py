@@ -264,6 +264,10 @@ def _candidate_peaks(fid: np.ndarray, y: np.ndarray, x: np.ndarray, n: int, diff
     return out
 
 
+_STAMP_CHUNK = 1024
+"""Sources whose stamps are gathered at once by :func:`psf_weighted_fluxes`."""
+
+
 def _psf_weights(sigma: float) -> np.ndarray:
     """A normalised Gaussian stamp of ``sigma`` out to 3 sigma."""
     h = int(math.ceil(3.0 * sigma))
@@ -281,10 +285,13 @@ def psf_weighted_fluxes(image: np.ndarray, xy: np.ndarray, bbox: Box, sigma: flo
     ix, iy = xy[:, 0] - bbox.x0, xy[:, 1] - bbox.y0
     inside = (ix >= h) & (ix < nx - h) & (iy >= h) & (iy < ny - h)
     out = np.full(len(xy), np.nan)
-    if inside.any():
-        d = np.arange(-h, h + 1)
-        stamps = image[iy[inside, None, None] + d[None, :, None], ix[inside, None, None] + d[None, None, :]]
-        out[inside] = np.einsum("kij,ij->k", stamps.astype(np.float64), phi) / float((phi**2).sum())
+    d = np.arange(-h, h + 1)
+    norm = float((phi**2).sum())
+    rows = np.flatnonzero(inside)
+    for start in range(0, len(rows), _STAMP_CHUNK):  # bounded temporaries
+        k = rows[start : start + _STAMP_CHUNK]
+        stamps = image[iy[k, None, None] + d[None, :, None], ix[k, None, None] + d[None, None, :]]
+        out[k] = np.einsum("kij,ij->k", stamps.astype(np.float64), phi) / norm
     return out
 
 
@@ -302,12 +309,7 @@ def match_variable_sources(
     if n == 0 or len(source_peaks) == 0:
         return out
     fid, y, x = candidates.pixels()
-    with np.errstate(invalid="ignore"):
-        size = np.nan_to_num(np.abs(diff[y - bbox.y0, x - bbox.x0]), nan=-1.0)
-    order = np.lexsort((-size, fid))
-    first = order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
-    peaks = np.zeros((n, 2), dtype=np.float64)
-    peaks[fid[first], 0], peaks[fid[first], 1] = x[first], y[first]
+    peaks = _candidate_peaks(fid, y, x, n, diff, bbox).astype(np.float64)
     tree = cKDTree(source_peaks.astype(np.float64))
     dist, which = tree.query(peaks, distance_upper_bound=config.variable_peak_match_sigma * psf_sigma)
     near = np.isfinite(dist)
