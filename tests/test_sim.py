@@ -781,6 +781,12 @@ def test_faint_variables_are_added_near_the_detection_limit_and_leave_the_other_
     quiet, faint = plan_survey(base), plan_survey(base.model_copy(update={"scene": scene}))
     kind_q, kind_f = np.asarray(quiet.catalog["kind"]), np.asarray(faint.catalog["kind"])
     n_fixed = int(np.sum(kind_q != "asteroid"))
+    # the rest of the survey is drawn as without them: same pointings, trails, asteroids
+    assert [(e.ra_deg, e.dec_deg) for e in quiet.science] == [(e.ra_deg, e.dec_deg) for e in faint.science]
+    assert quiet.trails == faint.trails
+    for name in ("ra", "dec", "r_mag"):
+        assert np.array_equal(np.asarray(quiet.catalog[name])[kind_q == "asteroid"],
+                              np.asarray(faint.catalog[name])[kind_f == "asteroid"])
     # they come from a child random stream, after the other sources: those are unchanged
     assert int(np.sum(kind_f != "asteroid")) == n_fixed + 3 * len(base.detectors)
     for name in quiet.catalog.colnames:

@@ -313,18 +313,19 @@ def make_catalog(
                 )
             )
 
-    # faint variables from a child stream, after the others: those keep their draws (the
-    # asteroids, placed clear of all of them, may move)
+    # faint variables from a child stream, after the others and unseen by the asteroids'
+    # placement: the rest of the scene (and of the survey) is drawn as without them
     frng = rng.spawn(1)[0] if sc.faint_variables_per_ccd else None
     n_faint = 0
     if frng is not None:
-        faint = _faint_variable_blocks(sc, detectors, sample, views, taken, frng)
+        faint = _faint_variable_blocks(sc, detectors, sample, views, list(taken), frng)
         n_faint = sum(len(b) for b in faint)
         blocks += faint
     table = _stack(blocks, ref_band)
     n = len(table)
     is_faint = np.zeros(n, bool)
     is_faint[n - n_faint :] = True
+    table["near_limit"] = is_faint  # the faint variables: artifacts are not kept clear of them
     # galaxy shapes
     is_gal = np.asarray(table["kind"]) == "galaxy"
     ng = int(is_gal.sum())

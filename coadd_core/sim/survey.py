@@ -230,9 +230,11 @@ def _build_detectors(config: SimConfig, camera: Camera) -> tuple[Detector, ...]:
 
 
 def _special_positions(catalog: Table, science: Sequence[Exposure]) -> tuple[np.ndarray, np.ndarray]:
-    """Sky positions artifacts should keep clear of: variables, saturating stars, asteroids."""
+    """Sky positions artifacts should keep clear of: variables (but the faint ones, so the
+    artifacts fall where they would without them), saturating stars, asteroids."""
     kinds = np.asarray(catalog["kind"])
-    fixed = (kinds == "variable") | np.asarray(catalog["bright"])
+    faint = np.asarray(catalog["near_limit"], bool) if "near_limit" in catalog.colnames else np.zeros(len(kinds), bool)
+    fixed = ((kinds == "variable") & ~faint) | np.asarray(catalog["bright"])
     ra = [np.asarray(catalog["ra"], dtype=float)[fixed]]
     dec = [np.asarray(catalog["dec"], dtype=float)[fixed]]
     for e in science:
