@@ -157,21 +157,6 @@ def default_template_detection() -> DetectionConfig:
     )
 
 
-def default_variable_source_detection() -> DetectionConfig:
-    """Sources on the template for ``do_preserve_variable_sources``: SourceDetectionTask's
-    5-sigma PSF-smoothed positive detection, without growth (only peaks are used)."""
-    return DetectionConfig(
-        threshold_type="pixel_stdev",
-        threshold_value=5.0,
-        polarity="positive",
-        min_pixels=1,
-        n_sigma_to_grow=0.0,
-        do_smooth=True,
-        do_temp_local_background=False,
-        reestimate_background=False,
-    )
-
-
 def default_safe_clip_detection() -> DetectionConfig:
     """SafeClip ``clipDetection`` on the clipped/unclipped difference (§8)."""
     return DetectionConfig(
@@ -258,21 +243,22 @@ class CompareWarpConfig(AssembleCoaddConfig):
         True,
         description=(
             "Keep candidates that are a point source's change of brightness: peaked within "
-            "variable_peak_match_sigma PSF sigma of a source detected on the template (detect_variable_template) and no "
+            "variable_peak_match_sigma PSF sigma of a source peak on the template (variable_peak_threshold) and no "
             "wider than variable_max_radius_sigma PSF sigma around it, the source reaching "
             "variable_min_template_snr in the other epochs.  A variable seen only near its maximum "
             "deviates in as few epochs as an artifact, and LSST's rescue only covers 300-sigma sources.  "
             "[project default; LSST: none]"
         ),
     )
-    detect_variable_template: DetectionConfig = Field(
-        default_factory=default_variable_source_detection,
-        description="Detection of the template's sources for do_preserve_variable_sources (5 sigma, PSF-smoothed).",
+    variable_peak_threshold: float = Field(
+        2.0, gt=0,
+        description="Template source peaks for do_preserve_variable_sources: local maxima of a difference of "
+        "Gaussians (PSF sigma minus twice it) above this many times its noise (from the variance plane).",
     )
     variable_peak_match_sigma: float = Field(
-        1.0, gt=0,
+        1.5, gt=0,
         description="Largest distance (PSF sigma) of a candidate's peak from a template source's peak; "
-        "the peaks of faint sources wander by a good fraction of sigma.",
+        "the peaks of faint sources, and of those on a neighbour's wing, wander by about a sigma.",
     )
     variable_max_radius_sigma: float = Field(
         3.5, gt=0,
