@@ -412,17 +412,18 @@ def score_coadd(
 def _score_objects(
     ks: KindScore, extent: np.ndarray, scored: np.ndarray, leak: np.ndarray, coadd_sigma: np.ndarray, limit: float
 ) -> None:
-    """Residual of each connected artifact (8-connected pixels above 0.1 sigma of a warp)
-    holding a scored pixel: its summed leak over the noise of that sum.  Many faint
-    artifacts can add up to a significant total while each is lost in the noise; what a
-    user sees is one of them standing out."""
+    """Residual of each artifact: the leak summed over its scored pixels (those of the
+    summed score), over the noise of that sum; an artifact is a connected group
+    (8-connected) of pixels above 0.1 sigma of a warp.  Many faint artifacts can add up
+    to a significant total while each is lost in the noise; what a user sees is one of
+    them standing out."""
     labels, n = ndimage.label(extent, structure=np.ones((3, 3), bool))
     if n == 0:
         return
     index = np.arange(1, n + 1)
     has_scored = ndimage.maximum(scored, labels, index).astype(bool)
-    flux = ndimage.sum_labels(leak, labels, index)[has_scored]
-    noise = np.sqrt(ndimage.sum_labels(coadd_sigma**2, labels, index))[has_scored]
+    flux = ndimage.sum_labels(np.where(scored, leak, 0.0), labels, index)[has_scored]
+    noise = np.sqrt(ndimage.sum_labels(np.where(scored, coadd_sigma**2, 0.0), labels, index))[has_scored]
     with np.errstate(divide="ignore", invalid="ignore"):
         significance = np.where(noise > 0, flux / noise, 0.0)
     ks.objects = int(has_scored.sum())
