@@ -259,6 +259,15 @@ def prefilter_artifacts(
     return candidates.select(n_good / np.maximum(n_pix, 1) > config.prefilter_artifacts_ratio)
 
 
+def _seed_pixels(fid: np.ndarray, n: int, core: np.ndarray | None) -> np.ndarray:
+    """Which candidate pixels stand for their footprint: the ``core`` (seed) pixels, or
+    all of a footprint that has none (or when there is no ``core``)."""
+    if core is None:
+        return np.ones(len(fid), dtype=bool)
+    has_core = np.bincount(fid, weights=core, minlength=n) > 0
+    return core | ~has_core[fid]
+
+
 def _candidate_peaks(fid: np.ndarray, y: np.ndarray, x: np.ndarray, n: int, diff: np.ndarray, bbox: Box) -> np.ndarray:
     """``(n, 2)`` parent ``(x, y)`` of each candidate's largest ``|diff|`` pixel."""
     with np.errstate(invalid="ignore"):
@@ -320,10 +329,7 @@ def match_variable_sources(
     dist, which = tree.query(peaks, distance_upper_bound=config.variable_peak_match_sigma * psf_sigma)
     near = np.isfinite(dist)
     centre = source_peaks[np.minimum(which, len(source_peaks) - 1)]
-    use = np.ones(len(fid), dtype=bool)
-    if core is not None:
-        has_core = np.bincount(fid, weights=core, minlength=n) > 0
-        use = core | ~has_core[fid]
+    use = _seed_pixels(fid, n, core)
     r2 = ((x - centre[fid, 0]) ** 2 + (y - centre[fid, 1]) ** 2).astype(np.float64)
     reach = np.zeros(n, dtype=np.float64)
     np.maximum.at(reach, fid[use], r2[use])
@@ -411,10 +417,7 @@ def filter_artifacts(
     n_judged = np.bincount(fid, weights=judged, minlength=candidates.n)
     frac = np.bincount(fid, weights=transient, minlength=candidates.n) / np.maximum(n_judged, 1)
     keep = frac > config.spatial_threshold
-    use = np.ones(len(fid), dtype=bool)
-    if core is not None:
-        has_core = np.bincount(fid, weights=core, minlength=candidates.n) > 0
-        use = core | ~has_core[fid]  # a footprint without core pixels is tested whole
+    use = _seed_pixels(fid, candidates.n, core)
     if preserve is not None:
         keep &= ~preserve
     if template_footprints is not None and keep.any():
