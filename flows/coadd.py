@@ -124,6 +124,33 @@ def _embedded_png(path: str, width: int = 360) -> str:
     return f'<img src="data:image/png;base64,{data}" width="{width}"/>'
 
 
+QA_EMBED_BUDGET = 4_000_000
+"""Characters of embedded pictures in the QA artifact: Prefect drops events of more than
+a few MB, so past this the pictures are listed by path instead."""
+
+
+def qa_markdown(rows: list[dict[str, Any]], budget: int = QA_EMBED_BUDGET) -> str:
+    """The QA artifact: per patch, its coadd, CLIPPED and epoch-count pictures, embedded
+    while ``budget`` characters last and listed by path after that."""
+    blocks = []
+    used = 0
+    for r in rows:
+        pics = r.get("pictures") or {}
+        paths = [pics[k] for k in ("coadd", "clipped", "epoch_count") if k in pics]
+        if not paths:
+            continue
+        head = f"### tract {r['tract']} patch {r['patch']} band {r['band']}\n\n"
+        images = [_embedded_png(p) for p in paths] if used < budget else []
+        size = sum(len(i) for i in images)
+        if images and used + size <= budget:
+            used += size
+            blocks.append(head + " ".join(images))
+        else:
+            used = budget
+            blocks.append(head + "\n".join(f"- `{p}`" for p in paths))
+    return "\n\n".join(blocks)
+
+
 @flow(name="coadd")
 def coadd_flow(
     repo: str,
@@ -194,14 +221,9 @@ def coadd_flow(
             table=[{k: v for k, v in r.items() if k != "pictures"} for r in rows],
             description="Coadds made: warps, CLIPPED coadd pixels, clipped warp spans",
         )
-        blocks = []
-        for r in rows:
-            pics = r.get("pictures") or {}
-            if pics:
-                blocks.append(f"### tract {r['tract']} patch {r['patch']} band {r['band']}\n\n"
-                              + " ".join(_embedded_png(pics[k]) for k in ("coadd", "clipped", "epoch_count") if k in pics))
-        if blocks:
-            create_markdown_artifact(key="coadd-qa", markdown="\n\n".join(blocks), description="Coadd, CLIPPED mask, epoch count")
+        markdown = qa_markdown(rows)
+        if markdown:
+            create_markdown_artifact(key="coadd-qa", markdown=markdown, description="Coadd, CLIPPED mask, epoch count")
     n_coadds = sum(1 for r in registered if r.dataset_type == "deepCoadd")
     summary = f"{n_coadds} coadd(s) made ({method}), {skipped} already there"
     if no_work:
