@@ -124,9 +124,10 @@ def _embedded_png(path: str, width: int = 360) -> str:
     return f'<img src="data:image/png;base64,{data}" width="{width}"/>'
 
 
-QA_EMBED_BUDGET = 4_000_000
-"""Characters of embedded pictures in the QA artifact: Prefect drops events of more than
-a few MB, so past this the pictures are listed by path instead."""
+QA_EMBED_BUDGET = 1_000_000
+"""Characters of embedded pictures in the QA artifact: Prefect drops events larger than
+its 1.5 MB default (PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES), so past this the
+pictures are listed by path instead."""
 
 
 def qa_markdown(rows: list[dict[str, Any]], budget: int = QA_EMBED_BUDGET) -> str:
