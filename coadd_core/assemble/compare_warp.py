@@ -26,6 +26,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
+from ..characterize.psf_measure import cutouts
 from ..detection import Footprints, detect_footprints
 from ..exposure import Exposure
 from ..geom import Box
@@ -300,13 +301,12 @@ def psf_weighted_fluxes(image: np.ndarray, xy: np.ndarray, bbox: Box, sigma: flo
     ix, iy = xy[:, 0] - bbox.x0, xy[:, 1] - bbox.y0
     inside = (ix >= h) & (ix < nx - h) & (iy >= h) & (iy < ny - h)
     out = np.full(len(xy), np.nan)
-    d = np.arange(-h, h + 1)
     norm = float((phi**2).sum())
     rows = np.flatnonzero(inside)
     for start in range(0, len(rows), _STAMP_CHUNK):  # bounded temporaries
         k = rows[start : start + _STAMP_CHUNK]
-        stamps = image[iy[k, None, None] + d[None, :, None], ix[k, None, None] + d[None, None, :]]
-        out[k] = np.einsum("kij,ij->k", stamps.astype(np.float64), phi) / norm
+        stamps = cutouts(image, ix[k], iy[k], h).astype(np.float64)
+        out[k] = np.einsum("kij,ij->k", stamps, phi) / norm
     return out
 
 

@@ -225,7 +225,7 @@ def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndar
     return shifted[:, pad : pad + ny, pad : pad + nx]
 
 
-def _cutouts(array: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
+def cutouts(array: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
     """Stamps ``array[cy-half:cy+half+1, cx-half:cx+half+1]`` (all inside the array)."""
     size = 2 * half + 1
     offs = np.arange(-half, half + 1)
@@ -417,10 +417,10 @@ def psf_fluxes(
     if len(idx) == 0:
         return flux, err
     models = fourier_shift(np.broadcast_to(kernel, (len(idx), n, n)), xs[idx] - cx[idx], ys[idx] - cy[idx])
-    data = _cutouts(image, cx[idx], cy[idx], half).astype(np.float64)
-    var = _cutouts(variance, cx[idx], cy[idx], half).astype(np.float64)
-    lab = _cutouts(labels, cx[idx], cy[idx], half)
-    good = (_cutouts(mask, cx[idx], cy[idx], half) & np.int32(bad_bits)) == 0
+    data = cutouts(image, cx[idx], cy[idx], half).astype(np.float64)
+    var = cutouts(variance, cx[idx], cy[idx], half).astype(np.float64)
+    lab = cutouts(labels, cx[idx], cy[idx], half)
+    good = (cutouts(mask, cx[idx], cy[idx], half) & np.int32(bad_bits)) == 0
     good &= (lab == 0) | (lab == np.asarray(ids)[idx][:, None, None])
     good &= np.isfinite(data) & np.isfinite(var)
     if fit_radius is not None:
@@ -468,10 +468,10 @@ def _stamps(
     with ``bad_bits`` or not finite are invalid (variance 1 there)."""
     icx = np.floor(xc + 0.5).astype(np.int64)
     icy = np.floor(yc + 0.5).astype(np.int64)
-    data = _cutouts(mi.image, icx, icy, half).astype(np.float64)
-    var = _cutouts(mi.variance, icx, icy, half).astype(np.float64)
-    lab = _cutouts(labels, icx, icy, half)
-    valid = (_cutouts(mi.mask, icx, icy, half) & np.int32(bad_bits)) == 0
+    data = cutouts(mi.image, icx, icy, half).astype(np.float64)
+    var = cutouts(mi.variance, icx, icy, half).astype(np.float64)
+    lab = cutouts(labels, icx, icy, half)
+    valid = (cutouts(mi.mask, icx, icy, half) & np.int32(bad_bits)) == 0
     valid &= (lab == 0) | (lab == ids[:, None, None])
     valid &= np.isfinite(data) & np.isfinite(var) & (var > 0)
     return data, np.where(valid, var, 1.0), valid, xc - icx, yc - icy

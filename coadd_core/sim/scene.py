@@ -353,11 +353,8 @@ def make_catalog(
         table[name] = np.full(n, np.nan)
     times = np.array([e.mjd_mid for e in science])
     for i in np.flatnonzero(is_var):
-        if is_faint[i]:
-            assert frng is not None
-            amplitude, period, phase = _light_curve(frng, sc.faint_variable_amplitude_mag, sc.variable_period_days, times, mjd_ref)
-        else:
-            amplitude, period, phase = _light_curve(rng, sc.variable_amplitude_mag, sc.variable_period_days, times, mjd_ref)
+        gen, amplitudes = (frng, sc.faint_variable_amplitude_mag) if is_faint[i] else (rng, sc.variable_amplitude_mag)
+        amplitude, period, phase = _light_curve(gen, amplitudes, sc.variable_period_days, times, mjd_ref)
         table["var_amplitude_mag"][i] = amplitude
         table["var_period_days"][i] = period
         table["var_phase_rad"][i] = phase
