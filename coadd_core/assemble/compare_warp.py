@@ -210,7 +210,7 @@ def template_source_peaks(template: Exposure, config: CompareWarpConfig) -> np.n
     maximum; noise peaks are harmless, since the other epochs' flux decides."""
     sigma = _psf_sigma(template.psf)
     good = np.isfinite(template.image) & np.isfinite(template.variance) & (template.variance > 0)
-    image = np.where(good, template.image, 0.0).astype(np.float64)
+    image = np.where(good, template.image, np.float32(0.0)).astype(np.float32)  # a patch-sized temporary
     dog = ndimage.gaussian_filter(image, sigma) - ndimage.gaussian_filter(image, 2.0 * sigma)
     # sum of the squared DoG weights: (1 + 1/4 - 4/5) / (4 pi sigma^2)
     noise = np.sqrt(np.where(good, template.variance, np.inf) * 0.45 / (4.0 * math.pi * sigma**2))
