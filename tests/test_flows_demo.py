@@ -76,6 +76,10 @@ def test_demo_pipeline_small_and_its_truth(prefect_harness: None, tmp_path: Path
         static_offsets += [f / t - 1 for _, k, f, t in cw.details["photometry"] if k == "star"]
         variable_offsets += [f / t - 1 for _, k, f, t in cw.details["photometry"] if k == "variable"]
     assert kinds_seen == {"trail", "ghost", "asteroid"}, table
+    # the flare stars (below the single-visit limit, detected only in their flare visit):
+    # SafeClip clips them, CompareWarp keeps them (its variable rule): strictly fewer
+    assert any(ev.scores["safe-clip"].variable_false_clips > ev.scores["compare-warp"].variable_false_clips
+               for ev in results), table
     # SafeClip misses the diffuse and moving artifacts somewhere: CompareWarp is strictly better
     assert any(ev.scores["compare-warp"].artifact_fraction > ev.scores["safe-clip"].artifact_fraction for ev in results)
     # photometry: the median over both patches; on these quarter-size CCDs each calexp's

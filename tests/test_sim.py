@@ -764,19 +764,54 @@ def test_variable_flares_brighten_one_visit_and_leave_the_rest_of_the_catalog() 
     # the flares come from a child random stream: every other column is unchanged
     for name in quiet.catalog.colnames:
         a, b = np.asarray(quiet.catalog[name]), np.asarray(loud.catalog[name])
+        if name.startswith("var_flare"):
+            a, b = a[np.asarray(quiet.catalog["var_amplitude_mag"]) == 0], b[np.asarray(loud.catalog["var_amplitude_mag"]) == 0]
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
-    rows = loud.catalog[loud.catalog["kind"] == "variable"]
-    assert len(rows) == (base.scene.variables_per_ccd + base.scene.faint_variables_per_ccd) * len(base.detectors)
-    for row, plain in zip(rows, quiet.catalog[quiet.catalog["kind"] == "variable"]):
+    sc = base.scene
+    variable = (loud.catalog["kind"] == "variable") & (loud.catalog["var_amplitude_mag"] > 0)
+    rows = loud.catalog[variable]
+    assert len(rows) == (sc.variables_per_ccd + sc.faint_variables_per_ccd) * len(base.detectors)
+    for row, plain in zip(rows, quiet.catalog[variable]):
         diffs = np.array([float(variable_mag(row, "r", e.mjd_mid) - variable_mag(plain, "r", e.mjd_mid)) for e in loud.science])
         assert np.sum(diffs == -1.0) == 1 and np.sum(diffs == 0.0) == len(diffs) - 1
+
+
+def test_flare_stars_are_constant_below_the_limit_but_for_one_visit_and_leave_the_rest() -> None:
+    from coadd_core.sim.scene import variable_mag
+
+    small = get_preset("small")
+    base = small.model_copy(update={"scene": small.scene.model_copy(update={"flare_stars_per_ccd": 0})})
+    quiet, flaring = plan_survey(base), plan_survey(small)
+    kind_q, kind_f = np.asarray(quiet.catalog["kind"]), np.asarray(flaring.catalog["kind"])
+    n_fixed = int(np.sum(kind_q != "asteroid"))
+    # drawn from their own stream after every other source: the rest is unchanged
+    assert [(e.ra_deg, e.dec_deg) for e in quiet.science] == [(e.ra_deg, e.dec_deg) for e in flaring.science]
+    assert quiet.trails == flaring.trails
+    for name in quiet.catalog.colnames:
+        if name == "id" or name.startswith("var_flare"):
+            continue
+        a, b = np.asarray(quiet.catalog[name])[:n_fixed], np.asarray(flaring.catalog[name])[:n_fixed]
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+    for name in ("ra", "dec", "r_mag"):
+        assert np.array_equal(np.asarray(quiet.catalog[name])[kind_q == "asteroid"],
+                              np.asarray(flaring.catalog[name])[kind_f == "asteroid"])
+    n = small.scene.flare_stars_per_ccd * len(small.detectors)
+    rows = flaring.catalog[n_fixed : n_fixed + n]
+    assert set(np.asarray(rows["kind"])) == {"variable"} and np.all(rows["near_limit"])
+    lo, hi = small.scene.flare_star_mag
+    flo, fhi = small.scene.flare_star_flare_mag
+    for row in rows:
+        assert lo <= row["r_mag"] <= hi
+        mags = np.array([float(variable_mag(row, "r", e.mjd_mid)) for e in flaring.science])
+        flare = mags != row["r_mag"]
+        assert flare.sum() == 1 and flo <= row["r_mag"] - mags[flare][0] <= fhi
 
 
 def test_faint_variables_are_added_near_the_detection_limit_and_leave_the_other_sources() -> None:
     from coadd_core.sim.scene import variable_mag
 
     small = get_preset("small")
-    base = small.model_copy(update={"scene": small.scene.model_copy(update={"faint_variables_per_ccd": 0})})
+    base = small.model_copy(update={"scene": small.scene.model_copy(update={"faint_variables_per_ccd": 0, "flare_stars_per_ccd": 0})})
     scene = base.scene.model_copy(update={"faint_variables_per_ccd": 3})
     quiet, faint = plan_survey(base), plan_survey(base.model_copy(update={"scene": scene}))
     kind_q, kind_f = np.asarray(quiet.catalog["kind"]), np.asarray(faint.catalog["kind"])

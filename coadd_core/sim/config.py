@@ -145,6 +145,13 @@ class SceneConfig(_Model):
     )
     faint_variable_mag: Range = Field((24.5, 25.5), description="mean magnitude range of the faint variables")
     faint_variable_amplitude_mag: Range = Field((1.5, 2.0), description="semi-amplitude range of the faint variables (mag)")
+    flare_stars_per_ccd: int = Field(
+        0, ge=0,
+        description="stars below the single-visit detection limit that flare in one visit, per CCD (only that "
+        "visit detects them: the variables SafeClip clips)",
+    )
+    flare_star_mag: Range = Field((25.0, 25.5), description="quiescent magnitude range of the flare stars")
+    flare_star_flare_mag: Range = Field((3.0, 3.5), description="brightening range of a flare star's flare (mag)")
     n_asteroids: int = Field(1, ge=0, description="moving objects in the field")
     asteroid_mag: Range = Field((19.0, 20.0), description="magnitude range of asteroids")
     asteroid_rate_arcsec_per_hour: Range = Field(
@@ -155,7 +162,7 @@ class SceneConfig(_Model):
     _check = field_validator(
         "star_mag", "galaxy_mag", "bright_star_mag", "variable_mag", "variable_amplitude_mag",
         "variable_period_days", "variable_flare_mag", "faint_variable_mag", "faint_variable_amplitude_mag",
-        "asteroid_mag", "asteroid_rate_arcsec_per_hour",
+        "flare_star_mag", "flare_star_flare_mag", "asteroid_mag", "asteroid_rate_arcsec_per_hour",
     )(_ordered)
 
 
@@ -332,6 +339,7 @@ def _small() -> SimConfig:
             variables_per_ccd=2,
             variable_mag=(17.5, 19.0),
             faint_variables_per_ccd=6,
+            flare_stars_per_ccd=3,
             n_asteroids=1,
             edge_margin_px=40.0,
         ),
@@ -353,7 +361,9 @@ def _demo() -> SimConfig:
         detectors=tuple(DetectorChoice(name=n) for n in ("ccd12", "ccd13", "ccd21", "ccd22")),
         seed=20150321,
         observing=ObservingConfig(n_visits=8, rotated_visit=3, rotation_deg=45.0, dither_arcsec=60.0),
-        scene=SceneConfig(bright_stars_per_ccd=2, variables_per_ccd=2, faint_variables_per_ccd=4, n_asteroids=1),
+        scene=SceneConfig(
+            bright_stars_per_ccd=2, variables_per_ccd=2, faint_variables_per_ccd=4, flare_stars_per_ccd=2, n_asteroids=1
+        ),
         artifacts=ArtifactConfig(trail_visits=(1, 5), ghost_visit=2),
         calibrations=CalibrationConfig(n_bias=3, n_dark=3, n_flat=3),
     )

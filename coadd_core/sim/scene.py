@@ -2,7 +2,8 @@
 
 Kinds: ``star`` (static point sources, a few bright enough to saturate), ``galaxy``
 (truncated Sersic profiles), ``variable`` (point sources with a sinusoidal light curve,
-some near the detection limit) and ``asteroid`` (a point source moving along a great circle). Ordinary sources are
+some near the detection limit, or flare stars: constant below the single-visit limit but
+for one visit's flare) and ``asteroid`` (a point source moving along a great circle). Ordinary sources are
 scattered over each CCD's footprint at the undithered pointing; the special ones are
 placed where every visit (or as many as possible) sees them.
 """
@@ -215,33 +216,34 @@ def source_positions(catalog: Table, mjd: float) -> tuple[np.ndarray, np.ndarray
     return ra, dec
 
 
-def _add_flares(table: Table, sc: SceneConfig, science: Sequence[Exposure], rng: np.random.Generator) -> None:
-    """One flare per variable, lasting one visit's exposure; drawn from a child stream so
-    the rest of the catalog is the same with or without flares."""
-    frng = rng.spawn(1)[0]
-    n = len(table)
-    for name in ("var_flare_mag", "var_flare_start_mjd", "var_flare_end_mjd"):
-        table[name] = np.full(n, np.nan)
-    table["var_flare_mag"] = np.zeros(n)
-    for i in np.flatnonzero(np.asarray(table["kind"]) == "variable"):
-        visit = science[int(frng.integers(len(science)))]
-        table["var_flare_mag"][i] = float(frng.uniform(*sc.variable_flare_mag))
+def _add_flares(
+    table: Table, rows: np.ndarray, mag_range: tuple[float, float], science: Sequence[Exposure],
+    rng: np.random.Generator,
+) -> None:
+    """One flare for each of ``rows``, ``mag_range`` brighter during one visit's exposure."""
+    if "var_flare_mag" not in table.colnames:
+        n = len(table)
+        table["var_flare_mag"] = np.zeros(n)
+        table["var_flare_start_mjd"] = np.full(n, np.nan)
+        table["var_flare_end_mjd"] = np.full(n, np.nan)
+    for i in rows:
+        visit = science[int(rng.integers(len(science)))]
+        table["var_flare_mag"][i] = float(rng.uniform(*mag_range))
         table["var_flare_start_mjd"][i] = visit.mjd_start
         table["var_flare_end_mjd"][i] = visit.mjd_end
 
 
-def _faint_variable_blocks(
-    sc: SceneConfig, detectors: Sequence[Detector], sample, views, taken: list[tuple[float, float, float]],
-    rng: np.random.Generator,
+def _near_limit_blocks(
+    count: int, mag_range: tuple[float, float], detectors: Sequence[Detector], sample, views, margin: float,
+    taken: list[tuple[float, float, float]], rng: np.random.Generator,
 ) -> list[_Block]:
-    """Variables near the detection limit (``SceneConfig.faint_variables_per_ccd``)."""
+    """``count`` variables per CCD near the detection limit (faint variables, flare stars)."""
     blocks = []
     for k, det in enumerate(detectors):
-        count = sc.faint_variables_per_ccd
-        pos = [_place_special(rng, sample, k, views, sc.edge_margin_px, taken, 8.0) for _ in range(count)]
+        pos = [_place_special(rng, sample, k, views, margin, taken, 8.0) for _ in range(count)]
         blocks.append(
             _Block("variable", np.array([p[0] for p in pos]), np.array([p[1] for p in pos]),
-                   rng.uniform(*sc.faint_variable_mag, size=count), _star_colors(rng, count), np.full(count, det.name))
+                   rng.uniform(*mag_range, size=count), _star_colors(rng, count), np.full(count, det.name))
         )
     return blocks
 
@@ -313,19 +315,27 @@ def make_catalog(
                 )
             )
 
-    # faint variables from a child stream, after the others and unseen by the asteroids'
-    # placement: the rest of the scene (and of the survey) is drawn as without them
-    frng = rng.spawn(1)[0] if sc.faint_variables_per_ccd else None
-    n_faint = 0
-    if frng is not None:
-        faint = _faint_variable_blocks(sc, detectors, sample, views, list(taken), frng)
-        n_faint = sum(len(b) for b in faint)
-        blocks += faint
+    # variables near the detection limit (faint variables, then flare stars), each kind
+    # from its own child stream, after the others and unseen by the asteroids' placement:
+    # the rest of the scene (and of the survey) is drawn as without them
+    near: list[tuple[float, float, float]] = list(taken)
+    streams = {}
+    for name, count, mag_range in (
+        ("faint", sc.faint_variables_per_ccd, sc.faint_variable_mag),
+        ("flare", sc.flare_stars_per_ccd, sc.flare_star_mag),
+    ):
+        if count:
+            streams[name] = rng.spawn(1)[0]
+            blocks += _near_limit_blocks(count, mag_range, detectors, sample, views, margin, near, streams[name])
+    n_faint = sc.faint_variables_per_ccd * len(detectors) if "faint" in streams else 0
+    n_flare = sc.flare_stars_per_ccd * len(detectors) if "flare" in streams else 0
     table = _stack(blocks, ref_band)
     n = len(table)
     is_faint = np.zeros(n, bool)
-    is_faint[n - n_faint :] = True
-    table["near_limit"] = is_faint  # the faint variables: artifacts are not kept clear of them
+    is_faint[n - n_faint - n_flare : n - n_flare] = True
+    is_flare = np.zeros(n, bool)
+    is_flare[n - n_flare :] = True
+    table["near_limit"] = is_faint | is_flare  # artifacts are not kept clear of them
     # galaxy shapes
     is_gal = np.asarray(table["kind"]) == "galaxy"
     ng = int(is_gal.sum())
@@ -346,21 +356,27 @@ def make_catalog(
     table["ellipticity"] = ell
     table["position_angle_deg"] = pa
 
-    # variable stars
+    # variable stars: sinusoids (flare stars are constant between flares)
     is_var = np.asarray(table["kind"]) == "variable"
     mjd_ref = science[0].mjd_start if science else 0.0
     for name in ("var_amplitude_mag", "var_period_days", "var_phase_rad", "var_t0_mjd"):
         table[name] = np.full(n, np.nan)
     times = np.array([e.mjd_mid for e in science])
     for i in np.flatnonzero(is_var):
-        gen, amplitudes = (frng, sc.faint_variable_amplitude_mag) if is_faint[i] else (rng, sc.variable_amplitude_mag)
-        amplitude, period, phase = _light_curve(gen, amplitudes, sc.variable_period_days, times, mjd_ref)
+        if is_flare[i]:
+            amplitude, period, phase = 0.0, 1.0, 0.0
+        else:
+            gen, amplitudes = (streams["faint"], sc.faint_variable_amplitude_mag) if is_faint[i] else (rng, sc.variable_amplitude_mag)
+            amplitude, period, phase = _light_curve(gen, amplitudes, sc.variable_period_days, times, mjd_ref)
         table["var_amplitude_mag"][i] = amplitude
         table["var_period_days"][i] = period
         table["var_phase_rad"][i] = phase
         table["var_t0_mjd"][i] = mjd_ref
-    if sc.variable_flare_mag[1] > 0 and is_var.any() and science:
-        _add_flares(table, sc, science, rng)
+    if science and sc.variable_flare_mag[1] > 0 and (is_var & ~is_flare).any():
+        # from a child stream: the rest of the catalog is the same with or without flares
+        _add_flares(table, np.flatnonzero(is_var & ~is_flare), sc.variable_flare_mag, science, rng.spawn(1)[0])
+    if science and n_flare:
+        _add_flares(table, np.flatnonzero(is_flare), sc.flare_star_flare_mag, science, streams["flare"])
 
     table = _add_asteroids(table, config, detectors, science, views, sample, taken, rng)
     table["id"] = np.arange(1, len(table) + 1, dtype=np.int64)
