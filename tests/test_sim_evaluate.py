@@ -20,6 +20,7 @@ from coadd_core.photocalib import PhotoCalib
 from coadd_core.psf import SIGMA_TO_FWHM, GaussianPsf
 from coadd_core.sim import RenderOptions, plan_survey, render_electrons
 from coadd_core.sim.evaluate import PatchTruth, artifact_electrons, score_coadd
+from coadd_core.sim.scene import mag_to_njy
 from coadd_core.sim.render import SOURCE_DTYPE
 from coadd_core.visit_info import VisitInfo
 
@@ -126,7 +127,10 @@ def test_scores_of_a_known_case() -> None:
     rays_score = score.kinds["cosmic_ray"]
     assert (rays_score.pixels, rays_score.rejected, rays_score.objects, rays_score.objects_over) == (2, 1, 2, 1)
     assert rays_score.worst_object_sigma == pytest.approx(4.0, rel=1e-3)
-    assert dict(score.rows())["cosmic_rays left above 3 sigma in the coadd, each"] == "1/2 (worst +4.00 sigma)"
+    # where it is: its centroid in patch pixels, residual and size
+    assert rays_score.left == [(box.x0 + 20, box.y0 + 20, pytest.approx(4.0, rel=1e-3), 1)]
+    where = f"x={box.x0 + 20}, y={box.y0 + 20}"
+    assert dict(score.rows())["cosmic_rays left above 3 sigma in the coadd, each"] == f"1/2 (worst +4.00 sigma at {where})"
     assert score.static_false_clips == 1 and score.variable_false_clips == 0 and score.n_static == 2
     assert score.false_clip_pixels == int(clipped[13].sum())
     # a visit missing from part of an aperture leaves a static star's mean unchanged
@@ -144,3 +148,36 @@ def test_score_rejects_a_coadd_on_another_box() -> None:
     truth = PatchTruth(Box(0, 0, 19, 19), _wcs(), {}, {}, np.zeros(0, SOURCE_DTYPE))
     with pytest.raises(ValueError, match="box"):
         score_coadd("x", coadd, {}, {}, truth, CompareWarpConfig())
+
+
+def test_patch_truth_warps_only_the_ray_charge_the_calexp_still_holds(small_plan) -> None:
+    """Ray pixels the ISR flagged CR (repaired) or interpolated for another reason (INTRP,
+    e.g. a bad column) hold none of the ray's charge: left out of the truth and of the
+    ISR's flagged fraction."""
+    from coadd_core.sim.evaluate import patch_truth
+
+    plan = small_plan
+    exp, det = plan.science[1], plan.detectors[0].name
+    task = plan.ccd_task(exp.expnum, det)
+    charge = artifact_electrons(plan, exp.expnum, det)["cosmic_ray"]
+    njy_per_e = float(mag_to_njy(20.0) / exp.counts_e(20.0))
+    sigma_njy = 5.0 * njy_per_e  # 1 sigma = 5 e-
+    box = Box(0, 0, charge.shape[1] - 1, charge.shape[0] - 1)
+    mi = MaskedImage.zeros(box)
+    mi.variance[:] = sigma_njy**2
+    loud = charge > 5.0
+    ys, xs = np.nonzero(loud)
+    cr, intrp = np.zeros_like(loud), np.zeros_like(loud)
+    cr[ys[::3], xs[::3]] = True  # a third flagged CR (and repaired)
+    intrp[ys[1::3], xs[1::3]] = True  # a third interpolated as a bad column
+    mi.mask[cr] |= mi.planes.bitmask("CR", "INTRP")
+    mi.mask[intrp] |= mi.planes.bitmask("BAD", "INTRP")
+    calexp = Exposure(mi, wcs=WCS(task.wcs_cards), psf=GaussianPsf(2.0), photo_calib=PhotoCalib(1.0),
+                      visit_info=VisitInfo(detector_name=det))
+    # a tract grid on the CCD's own pixels, with room around it
+    tract_wcs = WCS(task.wcs_cards)
+    outer = Box(-50, -50, box.x1 + 50, box.y1 + 50)
+    truth = patch_truth(plan, {exp.expnum: [calexp]}, outer, tract_wcs)
+    assert truth.isr_cosmic_rays == (int((loud & ~intrp).sum()), int(cr.sum()))
+    kept = float(charge[~(cr | intrp)].sum()) * njy_per_e
+    assert float(truth.artifacts[exp.expnum]["cosmic_ray"].sum()) == pytest.approx(kept, rel=0.02)

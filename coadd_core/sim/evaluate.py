@@ -113,7 +113,8 @@ class PatchTruth:
     """source id -> visit -> flux (nJy) of the variable stars."""
     isr_cosmic_rays: tuple[int, int] = (0, 0)
     """Calexp pixels where a cosmic ray adds more than 1 sigma, and how many of them the
-    ISR flagged CR (and repaired), over the calexps given."""
+    ISR flagged CR (and repaired), over the calexps given; pixels it interpolated for
+    another reason (a bad column) are not counted."""
 
 
 _TRUTH_DTYPE = np.dtype([("id", "i8"), ("x", "f8"), ("y", "f8"), ("kind", "U8"), ("flux", "f8"), ("bright", "?"), ("hlr_px", "f8")])
@@ -129,8 +130,9 @@ def patch_truth(
     """Truth of a patch: the artifacts warped like ``calexps`` (visit -> its calexps, each
     with ``visit_info.detector_name``) plus the sources' patch positions and fluxes.
 
-    Cosmic rays the ISR flagged CR were repaired in the calexp, so only the charge of
-    unflagged pixels is warped: what the warps still hold.
+    Cosmic rays the ISR flagged CR were repaired in the calexp, and pixels it interpolated
+    for another reason (INTRP: bad columns, saturation) hold none of their charge, so only
+    the charge of the other pixels is warped: what the warps still hold.
     """
     band = plan.config.observing.band
     by_expnum = {e.expnum: e for e in plan.science}
@@ -151,12 +153,17 @@ def patch_truth(
                 if charge.shape != calexp.bbox.shape:
                     raise ValueError(f"visit {visit} {name}: render {charge.shape} != calexp {calexp.bbox.shape}")
                 if kind == "cosmic_ray":
-                    flagged = (calexp.mask & calexp.planes.bitmask("CR")) != 0 if "CR" in calexp.planes else np.zeros(charge.shape, bool)
+                    planes = calexp.planes
+                    flagged = (calexp.mask & planes.bitmask("CR")) != 0 if "CR" in planes else np.zeros(charge.shape, bool)
+                    # pixels the ISR interpolated for another reason (a bad column, saturation)
+                    # no longer hold the ray's charge either
+                    replaced = ((calexp.mask & planes.bitmask("INTRP")) != 0) & ~flagged if "INTRP" in planes else np.zeros_like(flagged)
                     calibration = calexp.photo_calib.calibration_mean if calexp.photo_calib is not None else 1.0
                     loud = charge * (njy_per_e / calibration) > np.sqrt(np.where(calexp.variance > 0, calexp.variance, np.inf))
+                    loud &= ~replaced
                     cr_significant += int(loud.sum())
                     cr_flagged += int((loud & flagged).sum())
-                    charge = np.where(flagged, np.float32(0.0), charge)
+                    charge = np.where(flagged | replaced, np.float32(0.0), charge)
                 mi = MaskedImage(charge * np.float32(njy_per_e), np.zeros(charge.shape, np.int32),
                                  np.zeros(charge.shape, np.float32), xy0=calexp.bbox.xy0)
                 per_kind.setdefault(kind, []).append(
@@ -229,6 +236,9 @@ class KindScore:
     objects: int = 0  # connected artifacts (8-connected in the coadd) with a scored pixel
     objects_over: int = 0  # of them, those whose own residual exceeds ``object_limit`` sigma
     worst_object_sigma: float = 0.0  # the largest residual of one object (sigma of the coadd)
+    left: list[tuple[float, float, float, int]] = field(default_factory=list)
+    """(x, y, sigma, pixels) of each object over the limit: its centroid (patch pixels),
+    residual and size, the worst first (where to look)."""
 
     @property
     def fraction(self) -> float:
@@ -277,8 +287,9 @@ class CoaddScore:
             out.append((f"{kind} pixels > {self.threshold_sigma:g} sigma rejected", f"{k.rejected}/{k.pixels} = {100 * k.fraction:.2f}%{shallow}"))
             out.append((f"{kind} flux left in coadd", f"{k.leak_njy:.0f} nJy = {k.leak_sigma:+.2f} sigma (plain mean: {k.plain_mean_leak_njy:.0f})"))
             if k.objects > 1:
+                where = f" at x={k.left[0][0]:.0f}, y={k.left[0][1]:.0f}" if k.left else ""
                 out.append((f"{kind}s left above {self.object_limit:g} sigma in the coadd, each",
-                            f"{k.objects_over}/{k.objects} (worst {k.worst_object_sigma:+.2f} sigma)"))
+                            f"{k.objects_over}/{k.objects} (worst {k.worst_object_sigma:+.2f} sigma{where})"))
         n_cr, n_flagged = self.isr_cosmic_rays
         if n_cr:
             out.insert(0, ("cosmic-ray calexp pixels > 1 sigma flagged CR by ISR", f"{n_flagged}/{n_cr} = {100 * n_flagged / n_cr:.2f}%"))
@@ -380,7 +391,8 @@ def score_coadd(
         ks.plain_mean_leak_njy = float(np.nansum(plain[sel & np.isfinite(plain)]))
         noise = float(np.sqrt(np.sum(coadd_sigma[sel] ** 2)))
         ks.leak_sigma = ks.leak_njy / noise if noise > 0 else float("nan")
-        _score_objects(ks, extent[kind] | union[kind], union[kind], np.where(np.isfinite(leak), leak, 0.0), coadd_sigma, object_limit)
+        _score_objects(ks, extent[kind] | union[kind], union[kind], np.where(np.isfinite(leak), leak, 0.0), coadd_sigma, object_limit,
+                       xy0=(box.x0, box.y0))
     stars = truth.sources[np.isin(truth.sources["kind"], ["star", "variable"])]
     false = _false_clips(stars, visits, clipped, usable, artifact_zone, truth, star_radius_fwhm)
     static_off, n_static_phot, var_off, n_var_phot, phot_rows = _photometry(coadd, truth, visits, weights, usable, rejected)
@@ -410,7 +422,8 @@ def score_coadd(
 
 
 def _score_objects(
-    ks: KindScore, extent: np.ndarray, scored: np.ndarray, leak: np.ndarray, coadd_sigma: np.ndarray, limit: float
+    ks: KindScore, extent: np.ndarray, scored: np.ndarray, leak: np.ndarray, coadd_sigma: np.ndarray, limit: float,
+    xy0: tuple[int, int] = (0, 0),
 ) -> None:
     """Residual of each artifact: the leak summed over its scored pixels (those of the
     summed score), over the noise of that sum; an artifact is a connected group
@@ -429,6 +442,13 @@ def _score_objects(
     ks.objects = int(has_scored.sum())
     ks.objects_over = int(np.sum(np.abs(significance) > limit))
     ks.worst_object_sigma = float(significance[np.argmax(np.abs(significance))]) if len(significance) else 0.0
+    over = index[has_scored][np.abs(significance) > limit]
+    if len(over):
+        centres = ndimage.center_of_mass(extent, labels, over)
+        sizes = ndimage.sum_labels(extent, labels, over)
+        sig = significance[np.abs(significance) > limit]
+        rows = [(float(x) + xy0[0], float(y) + xy0[1], float(z), int(n)) for (y, x), z, n in zip(centres, sig, sizes)]
+        ks.left = sorted(rows, key=lambda r: -abs(r[2]))
 
 
 def _assemble_truth(
