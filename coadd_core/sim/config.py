@@ -138,7 +138,8 @@ class SceneConfig(_Model):
     variable_amplitude_mag: Range = Field((0.3, 0.8), description="range of the semi-amplitude (mag)")
     variable_period_days: Range = Field((0.04, 0.2), description="range of the (sinusoidal) period (d)")
     variable_flare_mag: Range = Field(
-        (0.0, 0.0), description="brightening (mag) of each variable during one visit (a flare); (0, 0) = none"
+        (0.0, 0.0),
+        description="brightening (mag) of each sinusoidal variable during one visit (a flare); (0, 0) = none",
     )
     faint_variables_per_ccd: int = Field(
         0, ge=0, description="variable stars near the single-visit detection limit, per CCD (seen at their brightest only)"
