@@ -439,15 +439,16 @@ def _score_objects(
     noise = np.sqrt(ndimage.sum_labels(np.where(scored, coadd_sigma**2, 0.0), labels, index))[has_scored]
     with np.errstate(divide="ignore", invalid="ignore"):
         significance = np.where(noise > 0, flux / noise, 0.0)
+    is_over = np.abs(significance) > limit
     ks.objects = int(has_scored.sum())
-    ks.objects_over = int(np.sum(np.abs(significance) > limit))
+    ks.objects_over = int(is_over.sum())
     ks.worst_object_sigma = float(significance[np.argmax(np.abs(significance))]) if len(significance) else 0.0
-    over = index[has_scored][np.abs(significance) > limit]
+    over = index[has_scored][is_over]
     if len(over):
         centres = ndimage.center_of_mass(extent, labels, over)
         sizes = ndimage.sum_labels(extent, labels, over)
-        sig = significance[np.abs(significance) > limit]
-        rows = [(float(x) + xy0[0], float(y) + xy0[1], float(z), int(n)) for (y, x), z, n in zip(centres, sig, sizes)]
+        rows = [(float(x) + xy0[0], float(y) + xy0[1], float(z), int(n))
+                for (y, x), z, n in zip(centres, significance[is_over], sizes)]
         ks.left = sorted(rows, key=lambda r: -abs(r[2]))
 
 
