@@ -64,11 +64,15 @@ def register_demo_skymap(repo: str, name: str = "rings") -> dict[str, Any]:
         tracts = tracts_overlapping_visits(butler, skymap)
         counts = register_skymap(butler, name, skymap, tract_ids=tracts)
         visits: dict[tuple[int, int], set[int]] = {}
+        ccds: dict[tuple[int, int], int] = {}
         for rec in butler.registry.query_dimension_records("visit_detector_region"):
             for d in butler.registry.patches_overlapping(rec.region, skymap=name):
-                visits.setdefault((int(d["tract"]), int(d["patch"])), set()).add(int(rec.visit))
-    # The demo coadds the two deepest patches (most visits), which keeps it to minutes.
-    deepest = sorted(visits, key=lambda k: (-len(visits[k]), k))[:2]
+                key = (int(d["tract"]), int(d["patch"]))
+                visits.setdefault(key, set()).add(int(rec.visit))
+                ccds[key] = ccds.get(key, 0) + 1
+    # The demo coadds the two deepest patches (most visits, then most CCD overlaps: the
+    # best covered, where the survey's artifacts are), which keeps it to minutes.
+    deepest = sorted(visits, key=lambda k: (-len(visits[k]), -ccds[k], k))[:2]
     return {
         "skymap": name,
         "tracts": tracts,
