@@ -20,8 +20,8 @@ from coadd_core.photocalib import PhotoCalib
 from coadd_core.psf import SIGMA_TO_FWHM, GaussianPsf
 from coadd_core.sim import RenderOptions, plan_survey, render_electrons
 from coadd_core.sim.evaluate import PatchTruth, artifact_electrons, score_coadd
-from coadd_core.sim.scene import mag_to_njy
 from coadd_core.sim.render import SOURCE_DTYPE
+from coadd_core.sim.scene import mag_to_njy
 from coadd_core.visit_info import VisitInfo
 
 

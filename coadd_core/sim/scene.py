@@ -20,7 +20,7 @@ from astropy.table import Table
 
 from coadd_core.camera import Detector
 from coadd_core.sim.conditions import Exposure
-from coadd_core.sim.config import SceneConfig, SimConfig
+from coadd_core.sim.config import SimConfig
 from coadd_core.sim.geometry import DetectorOnSky, fp_to_sky_matrix, inverse_gnomonic, offset_by
 
 __all__ = [
@@ -319,7 +319,7 @@ def make_catalog(
     # from its own child stream, after the others and unseen by the asteroids' placement:
     # the rest of the scene (and of the survey) is drawn as without them
     near: list[tuple[float, float, float]] = list(taken)
-    streams = {}
+    streams: dict[str, np.random.Generator] = {}
     for name, count, mag_range in (
         ("faint", sc.faint_variables_per_ccd, sc.faint_variable_mag),
         ("flare", sc.flare_stars_per_ccd, sc.flare_star_mag),
