@@ -4,6 +4,9 @@ A visit's warp covers a whole patch outer box, but one CCD fills only a strip of
 storing the NO_DATA rest would make a warp file of a small overlap as large as the
 patch. Warps are stored on the box of their data instead (parent coordinates keep
 their place on the patch), and readers treat pixels outside it as NO_DATA.
+
+Also: :func:`cutouts`, many small stamps of an array at once (PSF stars, the variable
+rule's per-epoch fluxes).
 """
 
 from __future__ import annotations
@@ -34,3 +37,12 @@ def crop_to_data(exposure: Exposure, *, margin: int = 0) -> Exposure | None:
         return None
     box = box.grown(margin).intersection(exposure.bbox)
     return exposure.subset(box).copy()
+
+
+def cutouts(array: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
+    """Stamps ``array[cy-half:cy+half+1, cx-half:cx+half+1]`` (all inside the array)."""
+    size = 2 * half + 1
+    offs = np.arange(-half, half + 1)
+    rows = (cy[:, None] + offs[None, :])[:, :, None]
+    cols = (cx[:, None] + offs[None, :])[:, None, :]
+    return array[np.broadcast_to(rows, (len(cx), size, size)), np.broadcast_to(cols, (len(cx), size, size))]

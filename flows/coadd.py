@@ -134,20 +134,20 @@ def qa_markdown(rows: list[dict[str, Any]], budget: int = QA_EMBED_BUDGET) -> st
     """The QA artifact: per patch, its coadd, CLIPPED and epoch-count pictures, embedded
     while ``budget`` characters last and listed by path after that."""
     blocks = []
-    used = 0
+    room = budget  # once a patch's pictures do not fit, every later patch is listed too
     for r in rows:
         pics = r.get("pictures") or {}
         paths = [pics[k] for k in ("coadd", "clipped", "epoch_count") if k in pics]
         if not paths:
             continue
         head = f"### tract {r['tract']} patch {r['patch']} band {r['band']}\n\n"
-        images = [_embedded_png(p) for p in paths] if used < budget else []
+        images = [_embedded_png(p) for p in paths] if room > 0 else []
         size = sum(len(i) for i in images)
-        if images and used + size <= budget:
-            used += size
+        if images and size <= room:
+            room -= size
             blocks.append(head + " ".join(images))
         else:
-            used = budget
+            room = 0
             blocks.append(head + "\n".join(f"- `{p}`" for p in paths))
     return "\n\n".join(blocks)
 

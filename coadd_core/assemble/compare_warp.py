@@ -26,7 +26,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
-from ..characterize.psf_measure import cutouts
+from ..crop import cutouts
 from ..detection import Footprints, detect_footprints
 from ..exposure import Exposure
 from ..geom import Box
@@ -210,7 +210,7 @@ def template_source_peaks(template: Exposure, config: CompareWarpConfig) -> np.n
     maximum; noise peaks are harmless, since the other epochs' flux decides."""
     sigma = _psf_sigma(template.psf)
     good = np.isfinite(template.image) & np.isfinite(template.variance) & (template.variance > 0)
-    image = np.where(good, template.image, np.float32(0.0)).astype(np.float32)  # a patch-sized temporary
+    image = np.where(good, template.image, np.float32(0.0)).astype(np.float32, copy=False)  # patch-sized
     dog = ndimage.gaussian_filter(image, sigma) - ndimage.gaussian_filter(image, 2.0 * sigma)
     # sum of the squared DoG weights: (1 + 1/4 - 4/5) / (4 pi sigma^2)
     noise = np.sqrt(np.where(good, template.variance, np.inf) * 0.45 / (4.0 * math.pi * sigma**2))

@@ -67,6 +67,7 @@ import numba
 import numpy as np
 from scipy.optimize import least_squares
 
+from ..crop import cutouts
 from ..detection import Footprints
 from ..image import MaskedImage
 from ..psf import SIGMA_TO_FWHM, ImagePsf, Psf, adaptive_moments
@@ -223,15 +224,6 @@ def fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndar
     phase = np.exp(-2j * np.pi * (fx * np.asarray(dx)[:, None, None] + fy * np.asarray(dy)[:, None, None]))
     shifted = np.fft.irfft2(np.fft.rfft2(padded) * phase, s=(py, px))
     return shifted[:, pad : pad + ny, pad : pad + nx]
-
-
-def cutouts(array: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
-    """Stamps ``array[cy-half:cy+half+1, cx-half:cx+half+1]`` (all inside the array)."""
-    size = 2 * half + 1
-    offs = np.arange(-half, half + 1)
-    rows = (cy[:, None] + offs[None, :])[:, :, None]
-    cols = (cx[:, None] + offs[None, :])[:, None, :]
-    return array[np.broadcast_to(rows, (len(cx), size, size)), np.broadcast_to(cols, (len(cx), size, size))]
 
 
 def half_max_fwhm(kernel: np.ndarray, oversample: int = 8) -> float:
