@@ -23,6 +23,7 @@ from coadd_core.assemble.compare_warp import (
     find_artifacts,
 )
 from coadd_core.assemble.scale_variance import measure_variance_scale
+from coadd_core.assemble.template_sources import TemplateSources
 from coadd_core.detection import PEAK_DTYPE, DetectionConfig, Footprints, detect_footprints
 from coadd_core.exposure import Exposure
 from coadd_core.geom import Box
@@ -362,6 +363,44 @@ def test_faint_variable_seen_at_its_maximum_is_kept_and_a_transient_beside_it_cl
     assert all(len(ours.alt_masks[v].clipped) == 0 for v in (1, 2, 4, 5, 6))
 
 
+def render_moffat(box: Box, x: float, y: float, flux: float, fwhm: float, beta: float = 2.5) -> np.ndarray:
+    """A round Moffat profile (pixel centres): a bright star with a heavy wing."""
+    yy, xx = np.mgrid[box.y0 : box.y1 + 1, box.x0 : box.x1 + 1].astype(float)
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    return flux * (beta - 1.0) / (math.pi * alpha**2) * (1.0 + ((xx - x) ** 2 + (yy - y) ** 2) / alpha**2) ** -beta
+
+
+def test_faint_variable_on_a_bright_stars_wing_is_kept_and_a_transient_across_it_clipped():
+    """A faint variable 7 PSF sigma from a bright star with a heavy wing, brightening
+    twentyfold in one epoch: the wing bends the template so that a difference of
+    Gaussians has no peak at the variable and the wing's light would pass for the
+    variable's, so it was clipped.  With the star's azimuthal profile taken out first it
+    is kept; a transient as bright at the same distance across the star is clipped."""
+    rng = np.random.default_rng(44)
+    star = (40.3, 60.6)
+    r = 7 * MODEL_SIGMA
+    variable, transient = (star[0] + r, star[1] + 0.4), (star[0] - r * 0.6, star[1] - r * 0.8)
+    halo = render_moffat(SMALL, *star, 3e6, SIGMA_TO_FWHM * MODEL_SIGMA).astype(np.float32)
+    def extra(e):  # noqa: E306
+        return [(*variable, 8e3 if e == 2 else 400.0)] + ([(*transient, 8e3)] if e == 2 else [])
+    warps = small_warps(6, rng, extra=extra)
+    for w in warps:
+        w.image[...] += halo
+    hs = [WarpHandle.from_exposure(w) for w in warps]
+    # the star's template footprint would cover both (LSST's rescue): the variable rule
+    # alone; and its wing fills this small image, which the empirical variance rescaling
+    # would take for noise
+    ours = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(
+        do_preserve_contained_by_source=False, do_scale_warp_variance=False))
+    no_profiles = compare_warp_assemble(hs, hs, SMALL, WCS0, CompareWarpConfig(
+        do_preserve_contained_by_source=False, do_scale_warp_variance=False, variable_halo_min_snr=1e12))
+    mine, before = (spans_to_mask(res.alt_masks[3].clipped, SMALL) for res in (ours, no_profiles))
+    at = lambda xy: (int(round(xy[1])), int(round(xy[0])))  # noqa: E731
+    assert before[at(variable)] and not mine[at(variable)]
+    assert mine[at(transient)] and before[at(transient)]
+    assert all(len(ours.alt_masks[v].clipped) == 0 for v in (1, 2, 4, 5, 6))
+
+
 def test_filter_artifacts_spatial_rule():
     cfg = CompareWarpConfig()
     box = Box(0, 0, 9, 9)
@@ -490,7 +529,7 @@ def test_psf_weighted_flux_and_the_other_epochs_snr():
     flux = psf_weighted_fluxes(image, peaks, box, MODEL_SIGMA)
     assert flux[0] == pytest.approx(1000.0, rel=0.01) and np.isnan(flux[1])
     template = MaskedImage(np.zeros(box.shape, np.float32), None, np.ones(box.shape, np.float32), xy0=box.xy0)
-    fluxes = EpochSourceFluxes(template, peaks[:1], 3, MODEL_SIGMA)
+    fluxes = EpochSourceFluxes(template, TemplateSources(peaks[:1], flux[:1]), 3, MODEL_SIGMA)
     fluxes.flux[:, 0] = [900.0, 100.0, 300.0]
     fluxes.variance[:, 0] = [1.0e4, 1.0e4, 3.0e4]
     # without epoch 0: (100/1e4 + 300/3e4) / (1/1e4 + 1/3e4) = 150, sigma 1/sqrt(4/3e4)

@@ -26,7 +26,6 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
-from ..crop import cutouts
 from ..detection import Footprints, detect_footprints
 from ..exposure import Exposure
 from ..geom import Box
@@ -37,6 +36,7 @@ from .assemble import AssembleResult, assemble
 from .config import CompareWarpConfig, StaticSkyModelConfig
 from .prepare import NoWorkFound, WarpHandle, compute_weights
 from .scale_variance import measure_variance_scale
+from .template_sources import TemplateSources, psf_weighted_fluxes, psf_weights, template_sources
 
 __all__ = [
     "ArtifactCandidates",
@@ -53,7 +53,7 @@ __all__ = [
     "match_variable_sources",
     "psf_weighted_fluxes",
     "prefilter_artifacts",
-    "template_source_peaks",
+    "template_sources",
     "with_psf_matched_polygons",
 ]
 
@@ -202,23 +202,6 @@ def detect_template_footprints(template: Exposure, config: CompareWarpConfig) ->
     raise RuntimeError(f"template detection failed {config.max_detect_template_iter} times") from last_error
 
 
-def template_source_peaks(template: Exposure, config: CompareWarpConfig) -> np.ndarray:
-    """``(m, 2)`` parent ``(x, y)`` of the template's source peaks for the variable rule:
-    local maxima of a difference of Gaussians (PSF sigma minus twice it) above
-    ``variable_peak_threshold`` times its noise from the variance plane.  The band-pass
-    finds a faint star on a bright neighbour's wing, where the smoothed image has no
-    maximum; noise peaks are harmless, since the other epochs' flux decides."""
-    sigma = _psf_sigma(template.psf)
-    good = np.isfinite(template.image) & np.isfinite(template.variance) & (template.variance > 0)
-    image = np.where(good, template.image, np.float32(0.0)).astype(np.float32, copy=False)  # patch-sized
-    dog = ndimage.gaussian_filter(image, sigma) - ndimage.gaussian_filter(image, 2.0 * sigma)
-    # sum of the squared DoG weights: (1 + 1/4 - 4/5) / (4 pi sigma^2)
-    noise = np.sqrt(np.where(good, template.variance, np.inf) * 0.45 / (4.0 * math.pi * sigma**2))
-    peaks = good & (dog >= ndimage.maximum_filter(dog, size=3)) & (dog > config.variable_peak_threshold * noise)
-    y, x = np.nonzero(peaks)
-    return np.stack([x + template.bbox.x0, y + template.bbox.y0], axis=1).astype(np.int64)
-
-
 def _psf_sigma(psf: Any) -> float:
     if psf is None:
         raise ValueError("the template has no PSF, so its detection scale is unknown")
@@ -280,36 +263,6 @@ def _candidate_peaks(fid: np.ndarray, y: np.ndarray, x: np.ndarray, n: int, diff
     return out
 
 
-_STAMP_CHUNK = 1024
-"""Sources whose stamps are gathered at once by :func:`psf_weighted_fluxes`."""
-
-
-def _psf_weights(sigma: float) -> np.ndarray:
-    """A normalised Gaussian stamp of ``sigma`` out to 3 sigma."""
-    h = int(math.ceil(3.0 * sigma))
-    dy, dx = np.mgrid[-h : h + 1, -h : h + 1]
-    phi = np.exp(-0.5 * (dx**2 + dy**2) / sigma**2)
-    return phi / phi.sum()
-
-
-def psf_weighted_fluxes(image: np.ndarray, xy: np.ndarray, bbox: Box, sigma: float) -> np.ndarray:
-    """PSF-weighted flux ``sum(phi I) / sum(phi^2)`` of a Gaussian ``phi`` of ``sigma`` at
-    each parent ``(x, y)`` of ``xy``; NaN where the stamp leaves the image or holds NaN."""
-    phi = _psf_weights(sigma)
-    h = phi.shape[0] // 2
-    ny, nx = image.shape
-    ix, iy = xy[:, 0] - bbox.x0, xy[:, 1] - bbox.y0
-    inside = (ix >= h) & (ix < nx - h) & (iy >= h) & (iy < ny - h)
-    out = np.full(len(xy), np.nan)
-    norm = float((phi**2).sum())
-    rows = np.flatnonzero(inside)
-    for start in range(0, len(rows), _STAMP_CHUNK):  # bounded temporaries
-        k = rows[start : start + _STAMP_CHUNK]
-        stamps = cutouts(image, ix[k], iy[k], h).astype(np.float64)
-        out[k] = np.einsum("kij,ij->k", stamps, phi) / norm
-    return out
-
-
 def match_variable_sources(
     candidates: ArtifactCandidates, diff: np.ndarray, bbox: Box, source_peaks: np.ndarray,
     psf_sigma: float, config: CompareWarpConfig, core: np.ndarray | None = None,
@@ -339,17 +292,18 @@ def match_variable_sources(
 
 
 class EpochSourceFluxes:
-    """Every epoch's PSF-weighted flux, and its variance, at each template source
-    (``peaks``, ``(m, 2)`` parent ``(x, y)``): a variable is there in the epochs other than
-    the one it deviates in; a transient that made its own template source is not."""
+    """Every epoch's PSF-weighted flux, and its variance, at each template source: a
+    variable is there in the epochs other than the one it deviates in; a transient that
+    made its own template source is not.  An epoch's flux is the source's template flux
+    (without its bright neighbours' wings) plus its difference from the template there."""
 
-    def __init__(self, template: MaskedImage, peaks: np.ndarray, n_epochs: int, psf_sigma: float) -> None:
-        self.peaks, self.bbox, self.sigma = peaks, template.bbox, psf_sigma
-        self.flux = np.full((n_epochs, len(peaks)), np.nan)
-        self.variance = np.full((n_epochs, len(peaks)), np.nan)
-        self._template_flux = psf_weighted_fluxes(template.image, peaks, self.bbox, psf_sigma)
+    def __init__(self, template: MaskedImage, sources: TemplateSources, n_epochs: int, psf_sigma: float) -> None:
+        self.peaks, self.bbox, self.sigma = sources.peaks, template.bbox, psf_sigma
+        self.flux = np.full((n_epochs, len(self.peaks)), np.nan)
+        self.variance = np.full((n_epochs, len(self.peaks)), np.nan)
+        self._template_flux = sources.flux
         self._template_var = self._at(template.variance)
-        self._phi_norm = float((_psf_weights(psf_sigma) ** 2).sum())
+        self._phi_norm = float((psf_weights(psf_sigma) ** 2).sum())
 
     def _at(self, image: np.ndarray) -> np.ndarray:
         return image[self.peaks[:, 1] - self.bbox.y0, self.peaks[:, 0] - self.bbox.x0].astype(np.float64)
@@ -480,8 +434,8 @@ def find_artifacts(
     bbox = template.bbox
     planes = standard_planes()
     template_fp = detect_template_footprints(template, config) if config.do_preserve_contained_by_source else None
-    sources = template_source_peaks(template, config) if config.do_preserve_variable_sources else None
     sigma = _psf_sigma(template.psf)
+    sources = template_sources(template, sigma, config) if config.do_preserve_variable_sources else None
     epoch_count = np.zeros(bbox.shape, dtype=np.int32)
     n_image = np.zeros(bbox.shape, dtype=np.int32)
     n_warps = len(psf_matched_handles)

@@ -270,6 +270,27 @@ class CompareWarpConfig(AssembleCoaddConfig):
         description="The source's PSF-weighted flux, averaged over the other epochs, must reach this S/N: a "
         "transient bright enough to make its own template source (few epochs) has none there.",
     )
+    variable_halo_min_snr: float = Field(
+        300.0, gt=0,
+        description="Template sources whose difference-of-Gaussians peak reaches this many times its noise are "
+        "bright: the round ones' azimuthal median profiles are subtracted before fainter peaks are sought and "
+        "measured, so a faint star on their wing is found and its flux is its own.",
+    )
+    variable_halo_radius_sigma: float = Field(
+        20.0, gt=0,
+        description="Largest radius (PSF sigma) of a bright source's subtracted profile; it stops sooner where "
+        "the profile falls below half the pixel noise.",
+    )
+    variable_halo_max_ellipticity: float = Field(
+        0.1, ge=0,
+        description="Only bright sources rounder than this (Gaussian-weighted moments; the template's PSF is "
+        "round) have their profile subtracted: a galaxy's or a blend's is not a function of radius.",
+    )
+    variable_halo_core_sigma: float = Field(
+        1.5, gt=0,
+        description="Peaks left within this many PSF sigma of a bright source's peak by its profile's "
+        "subtraction are dropped: the bright source's own peak stands for its core.",
+    )
     do_prefilter_artifacts: bool = Field(
         True, description="Drop candidates mostly on bad pixels; LSST doPrefilterArtifacts, True."
     )
