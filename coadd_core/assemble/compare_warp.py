@@ -14,7 +14,6 @@ patch's worth of warps is processed one warp at a time.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -22,7 +21,6 @@ from typing import Any, Sequence
 import numba
 import numpy as np
 from astropy.wcs import WCS
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
