@@ -401,6 +401,30 @@ def test_faint_variable_on_a_bright_stars_wing_is_kept_and_a_transient_across_it
     assert all(len(ours.alt_masks[v].clipped) == 0 for v in (1, 2, 4, 5, 6))
 
 
+def test_round_profiles_are_subtracted_and_elongated_sources_left_alone():
+    """A faint star on a bright round star's wing keeps its own PSF-weighted flux (within
+    5 %) once the bright star's azimuthal profile is taken out, where the wing alone
+    would add several times its flux; an elongated bright source (a galaxy) is left as is."""
+    from coadd_core.assemble.template_sources import subtract_round_profiles
+
+    box = Box(0, 0, 159, 159)
+    star, faint = (70.4, 80.3), (70.4 + 7 * MODEL_SIGMA, 80.3 - 2.0)
+    wing = render_moffat(box, *star, 3e6, SIGMA_TO_FWHM * MODEL_SIGMA)
+    image = (wing + render_points(box, [(*faint, 2000.0)], MODEL_SIGMA)).astype(np.float32)
+    good = np.ones(box.shape, bool)
+    at = np.array([[round(faint[0]), round(faint[1])]])
+    alone = psf_weighted_fluxes(render_points(box, [(*faint, 2000.0)], MODEL_SIGMA), at, box, MODEL_SIGMA)[0]
+    assert psf_weighted_fluxes(wing, at, box, MODEL_SIGMA)[0] > 3 * alone
+    zone = subtract_round_profiles(image, good, 1.0, np.array([[80, 70]]), MODEL_SIGMA, CompareWarpConfig())
+    assert zone[at[0, 1], at[0, 0]] and not zone[80, 70]  # the core is not the zone
+    assert psf_weighted_fluxes(image, at, box, MODEL_SIGMA)[0] == pytest.approx(alone, rel=0.05)
+    yy, xx = np.mgrid[0:160, 0:160]
+    galaxy = (3e4 * np.exp(-0.5 * (((xx - 80) / 6.0) ** 2 + ((yy - 80) / 3.0) ** 2))).astype(np.float32)
+    before = galaxy.copy()
+    zone = subtract_round_profiles(galaxy, good, 1.0, np.array([[80, 80]]), MODEL_SIGMA, CompareWarpConfig())
+    assert not zone.any() and np.array_equal(galaxy, before)
+
+
 def test_filter_artifacts_spatial_rule():
     cfg = CompareWarpConfig()
     box = Box(0, 0, 9, 9)
