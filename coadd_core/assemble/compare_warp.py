@@ -14,6 +14,7 @@ patch's worth of warps is processed one warp at a time.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
@@ -24,7 +25,7 @@ from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
-from ..detection import Footprints, detect_footprints
+from ..detection import DetectionConfig, Footprints, detect_footprints
 from ..exposure import Exposure
 from ..geom import Box
 from ..image import MaskedImage
@@ -289,6 +290,31 @@ def match_variable_sources(
     return out
 
 
+def unexplained_by_template(
+    candidates: ArtifactCandidates, diff: MaskedImage, template: MaskedImage, psf_sigma: float, config: CompareWarpConfig
+) -> np.ndarray:
+    """Per candidate of a direct warp's difference from the template: whether its peak is
+    brighter than any PSF mismatch of what the template holds there could make it.  A
+    source of template flux ``F`` peaks at most ``F / (2 pi s^2)`` in a warp whose PSF
+    has sigma ``s`` >= ``sharp_sigma``; the template's flux is taken at its 3-sigma upper
+    bound and the peak at its 3-sigma lower one, so faint sources seen sharper in one
+    epoch are explained and rays on the sky are not."""
+    n = candidates.n
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    fid, y, x = candidates.pixels()
+    bbox = diff.bbox
+    peaks = _candidate_peaks(fid, y, x, n, diff.image, bbox)
+    iy, ix = peaks[:, 1] - bbox.y0, peaks[:, 0] - bbox.x0
+    value = diff.image[iy, ix].astype(np.float64)
+    noise = np.sqrt(np.maximum(diff.variance[iy, ix].astype(np.float64), 0.0))
+    flux = psf_weighted_fluxes(template.image, peaks, bbox, psf_sigma)
+    flux_noise = np.sqrt(np.maximum(template.variance[iy, ix].astype(np.float64), 0.0)
+                         / float((psf_weights(psf_sigma) ** 2).sum()))
+    most = np.maximum(np.nan_to_num(flux, nan=np.inf) + 3.0 * flux_noise, 0.0) / (2.0 * math.pi * config.sharp_sigma**2)
+    return np.nan_to_num(value - 3.0 * noise, nan=-np.inf) > most
+
+
 class EpochSourceFluxes:
     """Every epoch's PSF-weighted flux, and its variance, at each template source: a
     variable is there in the epochs other than the one it deviates in; a transient that
@@ -420,13 +446,17 @@ def find_artifacts(
     template: Exposure,
     psf_matched_handles: Sequence[WarpHandle | None],
     config: CompareWarpConfig = CompareWarpConfig(),
+    direct_handles: Sequence[WarpHandle | None] | None = None,
 ) -> FindArtifactsResult:
     """Artifact masks for every warp (LSST ``findArtifacts``, §7.3 step 3).
 
     Pass 1 detects >7.5 sigma deviations of each PSF-matched warp from the template and
     counts, per pixel, the epochs deviating (``epoch_count``) and the epochs with data
     (``n_image``); pass 2 keeps the candidates that deviate in few epochs
-    (:func:`filter_artifacts`).
+    (:func:`filter_artifacts`).  With ``direct_handles`` (aligned with the PSF-matched
+    ones) and ``do_clip_sharp_artifacts``, pass 1 also detects sharp deviations of each
+    direct warp that the template cannot explain (:func:`unexplained_by_template`),
+    counted in their own epoch count and judged by the same rules in pass 2.
     """
     t0 = time.perf_counter()
     bbox = template.bbox
@@ -437,9 +467,11 @@ def find_artifacts(
     epoch_count = np.zeros(bbox.shape, dtype=np.int32)
     n_image = np.zeros(bbox.shape, dtype=np.int32)
     n_warps = len(psf_matched_handles)
-    candidates: list[ArtifactCandidates | None] = [None] * n_warps
-    cores: list[np.ndarray | None] = [None] * n_warps
-    on_source: list[np.ndarray | None] = [None] * n_warps
+    sharp = direct_handles is not None and config.do_clip_sharp_artifacts
+    if direct_handles is not None and len(direct_handles) != n_warps:
+        raise ValueError(f"{len(direct_handles)} direct warps for {n_warps} PSF-matched ones")
+    sharp_count = np.zeros(bbox.shape, dtype=np.int32) if sharp else None
+    passes: list[list[_Candidates | None]] = [[None] * n_warps, [None] * n_warps]  # PSF-matched, sharp
     fluxes = None if sources is None else EpochSourceFluxes(template.masked_image, sources, n_warps, sigma)
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
@@ -456,41 +488,83 @@ def find_artifacts(
         n_image += finite & ((diff.mask & bad_for_count) == 0)
         if fluxes is not None:
             fluxes.record(i, diff)
-        result = detect_footprints(diff, sigma, config.detect)
-        fp = result.positive
-        if result.negative is not None:
-            fp = result.negative if fp is None else fp.merge(result.negative)
-        cands = candidates_from_footprints(fp) if fp is not None else ArtifactCandidates.empty()
-        if config.do_prefilter_artifacts:
-            cands = prefilter_artifacts(cands, diff.mask, bbox, planes, config)
-        if cands.n:
-            _, y, x = cands.pixels()
-            epoch_count[y - bbox.y0, x - bbox.x0] += 1
-            if result.seeds is not None:
-                cores[i] = result.seeds[y - bbox.y0, x - bbox.x0]
-            if fluxes is not None:
-                on_source[i] = match_variable_sources(cands, diff.image, bbox, fluxes.peaks, sigma, config, cores[i])
-        candidates[i] = cands
+        passes[0][i] = _detect_candidates(diff, sigma, config.detect, config, epoch_count, fluxes)
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
+        direct = direct_handles[i] if sharp and direct_handles is not None else None
+        if direct is not None and sharp_count is not None:
+            difference_into(direct, template.masked_image, config, diff)
+            passes[1][i] = _detect_candidates(
+                diff, config.sharp_sigma, config.sharp_detect, config, sharp_count, fluxes,
+                explain=(template.masked_image, sigma),
+            )
     alt_masks: list[AltMask] = []
     n_clipped = 0
+    kept: list[ArtifactCandidates | None] = [None] * n_warps
     for i in range(n_warps):
-        cands = candidates[i]
-        if cands is not None and cands.n:
-            preserve = None
-            match = on_source[i]
-            if fluxes is not None and match is not None and (match >= 0).any():
-                preserve = match >= 0
-                preserve[preserve] = fluxes.others_snr(i, match[preserve]) >= config.variable_min_template_snr
-            cands = filter_artifacts(cands, epoch_count, n_image, bbox, config, template_fp, cores[i], preserve)
-            candidates[i] = cands
-        clipped = cands.spans if cands is not None else empty_spans()
-        n_clipped += 0 if cands is None else cands.n
-        alt_masks.append(AltMask(clipped=clipped, no_data=no_data_spans[i], edge=edge_spans[i]))
+        clipped = []
+        for found, count in zip((passes[0][i], passes[1][i]), (epoch_count, sharp_count)):
+            if found is None or count is None:
+                continue
+            cands = found.candidates
+            if cands.n:
+                preserve = None
+                if fluxes is not None and found.on_source is not None and (found.on_source >= 0).any():
+                    preserve = found.on_source >= 0
+                    preserve[preserve] = fluxes.others_snr(i, found.on_source[preserve]) >= config.variable_min_template_snr
+                cands = filter_artifacts(cands, count, n_image, bbox, config, template_fp, found.core, preserve)
+            clipped.append(cands.spans)
+            n_clipped += cands.n
+            kept[i] = cands if kept[i] is None else ArtifactCandidates(
+                np.concatenate([kept[i].spans, cands.spans]), np.concatenate([kept[i].ids, cands.ids + kept[i].n]),
+                kept[i].n + cands.n)
+        spans = np.concatenate(clipped) if clipped else empty_spans()
+        alt_masks.append(AltMask(clipped=spans, no_data=no_data_spans[i], edge=edge_spans[i]))
     logger.info("found %d artifacts in %d warps in %.2fs", n_clipped, n_warps, time.perf_counter() - t0)
     visits = [None if h is None else int(h.visit) for h in psf_matched_handles]
-    return FindArtifactsResult(alt_masks, epoch_count, n_image, candidates, template_fp, visits)
+    return FindArtifactsResult(alt_masks, epoch_count, n_image, kept, template_fp, visits)
+
+
+@dataclass
+class _Candidates:
+    """One warp's candidates from one difference, with their seed flags and matches."""
+
+    candidates: ArtifactCandidates
+    core: np.ndarray | None = None
+    on_source: np.ndarray | None = None
+
+
+def _detect_candidates(
+    diff: MaskedImage,
+    sigma: float,
+    detect: DetectionConfig,
+    config: CompareWarpConfig,
+    count: np.ndarray,
+    fluxes: EpochSourceFluxes | None,
+    explain: tuple[MaskedImage, float] | None = None,
+) -> _Candidates:
+    """Detect on ``diff`` (``sigma``: the smoothing scale), prefilter, keep only those the
+    template cannot explain (``explain``: template and its PSF sigma), add them to the
+    epoch ``count`` and match them with the template's sources."""
+    bbox = diff.bbox
+    result = detect_footprints(diff, sigma, detect)
+    fp = result.positive
+    if result.negative is not None:
+        fp = result.negative if fp is None else fp.merge(result.negative)
+    cands = candidates_from_footprints(fp) if fp is not None else ArtifactCandidates.empty()
+    if config.do_prefilter_artifacts:
+        cands = prefilter_artifacts(cands, diff.mask, bbox, diff.planes, config)
+    if explain is not None and cands.n:
+        cands = cands.select(unexplained_by_template(cands, diff, explain[0], explain[1], config))
+    out = _Candidates(cands)
+    if cands.n:
+        _, y, x = cands.pixels()
+        count[y - bbox.y0, x - bbox.x0] += 1
+        if result.seeds is not None:
+            out.core = result.seeds[y - bbox.y0, x - bbox.x0]
+        if fluxes is not None:
+            out.on_source = match_variable_sources(cands, diff.image, bbox, fluxes.peaks, fluxes.sigma, config, out.core)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -535,7 +609,7 @@ def compare_warp_assemble(
     if template is None:
         template = build_template(psf_matched_handles, patch_bbox, tract_wcs, config.assemble_static_sky_model)
     matched = _match_psf_matched(used, psf_matched_handles)
-    found = find_artifacts(template, matched, config)
+    found = find_artifacts(template, matched, config, direct_handles=used)
     weights = [(with_psf_matched_polygons(h, m), w) for (h, w), m in zip(weights, matched)]
     result: AssembleResult = assemble(
         weights, patch_bbox, tract_wcs, config, alt_masks=found.alt_masks, extra_bad_mask_planes=("CLIPPED",)

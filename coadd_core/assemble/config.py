@@ -139,6 +139,13 @@ def default_artifact_detection() -> DetectionConfig:
     )
 
 
+def default_sharp_detection() -> DetectionConfig:
+    """Detection of sharp deviations of a direct warp from the template: the artifact
+    detection's thresholds (seeds 7.5, extent 2.5 sigma), positive only, on the
+    difference smoothed by ``sharp_sigma``.  [project default; LSST: none]"""
+    return default_artifact_detection().model_copy(update={"polarity": "positive", "do_smooth": True, "min_pixels": 1})
+
+
 def default_template_detection() -> DetectionConfig:
     """CompareWarp ``detectTemplate`` on the template (§7.1)."""
     from ..background import BackgroundConfig
@@ -290,6 +297,24 @@ class CompareWarpConfig(AssembleCoaddConfig):
         1.5, gt=0,
         description="Peaks left within this many PSF sigma of a bright source's peak by its profile's "
         "subtraction are dropped: the bright source's own peak stands for its core.",
+    )
+    do_clip_sharp_artifacts: bool = Field(
+        True,
+        description=(
+            "Also detect sharp positive deviations of each direct warp from the template (sharp_detect) and "
+            "keep those brighter than any PSF mismatch of the template's flux there could make them, judged "
+            "then by the same epoch, containment and variable rules: cosmic rays the ISR left are too sharp "
+            "for the PSF-matched warps, which show them at a fifth of their significance.  "
+            "[project default; LSST: none]"
+        ),
+    )
+    sharp_sigma: float = Field(
+        1.0, gt=0,
+        description="Smoothing (pixels) of the direct warps' differences for sharp_detect, and the sharpest "
+        "PSF sigma a source can have in a direct warp when its template flux explains a deviation.",
+    )
+    sharp_detect: DetectionConfig = Field(
+        default_factory=default_sharp_detection, description="Detection of sharp deviations of direct warps."
     )
     do_prefilter_artifacts: bool = Field(
         True, description="Drop candidates mostly on bad pixels; LSST doPrefilterArtifacts, True."
