@@ -1,10 +1,14 @@
 """CompareWarp coadds: artifacts found by comparing PSF-matched warps with a static-sky
 template, then left out of a plain mean (LSST ``CompareWarpAssembleCoaddTask``, §7).
 
+Sharp deviations of the direct warps that the template's flux cannot explain (rays the
+ISR left, its repair residuals) are candidates too: the PSF-matched warps show them at a
+fifth of their significance.
+
 The pieces compose explicitly::
 
     template = build_template(psf_matched, patch_bbox, wcs, config.assemble_static_sky_model)
-    found = find_artifacts(template, psf_matched, config)      # candidates, epoch count
+    found = find_artifacts(template, psf_matched, config, direct)  # candidates, epoch count
     coadd = assemble(weights, patch_bbox, wcs, config, alt_masks=found.alt_masks, ...)
 
 Candidates are kept per warp as span lists with footprint ids (a few kB per warp), so a
