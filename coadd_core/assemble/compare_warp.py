@@ -88,6 +88,12 @@ class ArtifactCandidates:
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return fid, y, starts + offsets
 
+    def extended(self, other: "ArtifactCandidates") -> "ArtifactCandidates":
+        """These footprints followed by ``other``'s (renumbered after them)."""
+        return ArtifactCandidates(
+            np.concatenate([self.spans, other.spans]), np.concatenate([self.ids, other.ids + self.n]), self.n + other.n
+        )
+
     def select(self, keep: np.ndarray) -> "ArtifactCandidates":
         """Only the footprints whose index has ``keep`` true, renumbered."""
         new_index = np.cumsum(keep) - 1
@@ -503,10 +509,8 @@ def find_artifacts(
                 explain=(template.masked_image, sigma),
             )
     alt_masks: list[AltMask] = []
-    n_clipped = 0
     kept: list[ArtifactCandidates | None] = [None] * n_warps
     for i in range(n_warps):
-        clipped = []
         for found, count in zip((passes[0][i], passes[1][i]), (epoch_count, sharp_count)):
             if found is None or count is None:
                 continue
@@ -517,13 +521,10 @@ def find_artifacts(
                     preserve = found.on_source >= 0
                     preserve[preserve] = fluxes.others_snr(i, found.on_source[preserve]) >= config.variable_min_template_snr
                 cands = filter_artifacts(cands, count, n_image, bbox, config, template_fp, found.core, preserve)
-            clipped.append(cands.spans)
-            n_clipped += cands.n
-            kept[i] = cands if kept[i] is None else ArtifactCandidates(
-                np.concatenate([kept[i].spans, cands.spans]), np.concatenate([kept[i].ids, cands.ids + kept[i].n]),
-                kept[i].n + cands.n)
-        spans = np.concatenate(clipped) if clipped else empty_spans()
-        alt_masks.append(AltMask(clipped=spans, no_data=no_data_spans[i], edge=edge_spans[i]))
+            kept[i] = cands if kept[i] is None else kept[i].extended(cands)
+        clipped = kept[i].spans if kept[i] is not None else empty_spans()
+        alt_masks.append(AltMask(clipped=clipped, no_data=no_data_spans[i], edge=edge_spans[i]))
+    n_clipped = sum(c.n for c in kept if c is not None)
     logger.info("found %d artifacts in %d warps in %.2fs", n_clipped, n_warps, time.perf_counter() - t0)
     visits = [None if h is None else int(h.visit) for h in psf_matched_handles]
     return FindArtifactsResult(alt_masks, epoch_count, n_image, kept, template_fp, visits)
