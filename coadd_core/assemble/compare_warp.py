@@ -477,10 +477,10 @@ def find_artifacts(
     epoch_count = np.zeros(bbox.shape, dtype=np.int32)
     n_image = np.zeros(bbox.shape, dtype=np.int32)
     n_warps = len(psf_matched_handles)
-    sharp = direct_handles is not None and config.do_clip_sharp_artifacts
     if direct_handles is not None and len(direct_handles) != n_warps:
         raise ValueError(f"{len(direct_handles)} direct warps for {n_warps} PSF-matched ones")
-    sharp_count = np.zeros(bbox.shape, dtype=np.int32) if sharp else None
+    sharp_handles = direct_handles if config.do_clip_sharp_artifacts else None
+    sharp_count = None if sharp_handles is None else np.zeros(bbox.shape, dtype=np.int32)
     passes: list[list[_Candidates | None]] = [[None] * n_warps, [None] * n_warps]  # PSF-matched, sharp
     fluxes = None if sources is None else EpochSourceFluxes(template.masked_image, sources, n_warps, sigma)
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
@@ -501,7 +501,7 @@ def find_artifacts(
         passes[0][i] = _detect_candidates(diff, sigma, config.detect, config, epoch_count, fluxes)
         no_data_spans[i] = spans_from_mask(~finite, bbox)
         edge_spans[i] = spans_from_mask((diff.mask & np.int32(planes.bitmask("EDGE"))) != 0, bbox)
-        direct = direct_handles[i] if sharp and direct_handles is not None else None
+        direct = None if sharp_handles is None else sharp_handles[i]
         if direct is not None and sharp_count is not None:
             difference_into(direct, template.masked_image, config, diff)
             passes[1][i] = _detect_candidates(

@@ -79,9 +79,6 @@ class TemplateSources:
     peaks: np.ndarray
     flux: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.peaks)
-
 
 def _peaks(image: np.ndarray, noise: np.ndarray, sigma: float, threshold: float, zone: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(y, x, snr)`` of the local maxima of a difference of Gaussians (sigma minus twice
