@@ -398,6 +398,39 @@ def test_cosmic_ray_finder_on_a_synthetic_field() -> None:
     assert not (capped.mask & np.int32(bitmask("CR"))).any()
 
 
+def test_cosmic_ray_track_followed_across_a_star_wing() -> None:
+    """A ray running off the sky onto a bright star's wing: the wing is convex, so no
+    pixel of the ray there is sharper than the PSF (condition 3); following the track
+    finds them, and the repair across it restores the wing."""
+    rng = np.random.default_rng(3)
+    shape = (120, 140)
+    clean = rng.normal(0.0, 10.0, shape).astype(np.float32)
+    psf = MoffatPsf(4.0, 3.5, size=41)
+    stamp = psf.compute_image(80.0, 60.0)
+    b = stamp.bbox
+    clean[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] += (3e6 * stamp.array).astype(np.float32)
+    ray = np.zeros(shape, bool)
+    ray[66, 20:84] = True  # 6 px above the star's centre from x = 70 on
+    var = np.full(shape, 100.0, np.float32) + np.maximum(clean, 0.0) / 1.5
+
+    def run(follow: bool) -> tuple[MaskedImage, np.ndarray, int]:
+        mi = MaskedImage(clean + np.float32(500.0) * ray, variance=var.copy())
+        mi.mask[mi.image > 60000] |= bitmask("SAT")
+        result = find_cosmic_rays(mi, psf, CosmicRayConfig(follow_tracks=follow))
+        return mi, (mi.mask & np.int32(bitmask("CR"))) != 0, result.n_track_pixels
+
+    _, cr, n_track = run(False)
+    assert n_track == 0 and not cr[66, 76:84].any()  # LSST's finder stops where the wing steepens
+    mi, cr, n_track = run(True)
+    assert cr[ray].all() and n_track >= 8
+    # the marginal neighbours, grown (not the track pixels): nothing farther
+    assert not (cr & ~ndimage.binary_dilation(ray, structure=np.ones((5, 5), bool))).any()
+    assert not cr[62:, 84:].any() and not cr[:65].any()  # the track ends where the ray does
+    residual = (mi.image - clean)[ray]
+    assert abs(residual.sum()) < 0.01 * 500.0 * ray.sum()
+    assert np.all(np.abs(residual) < 4.0 * np.sqrt(var[ray]))
+
+
 def test_measure_psf_on_a_synthetic_field() -> None:
     mi, stars, psf = star_field(fwhm=4.5, n_stars=60, seed=3)
     # a few round galaxies (broader) must not enter the model

@@ -48,6 +48,19 @@ class CosmicRayConfig(_Frozen):
         "faint edges of a track, below the neighbour test, are most of the charge it leaves.  Drizzle's "
         "driz_cr_grow, 1.  [project default; LSST: 0]",
     )
+    follow_tracks: bool = Field(
+        True,
+        description="Follow each elongated ray beyond its ends along its fitted line while a pixel there "
+        "exceeds the mean of its two neighbours across the line by half ``min_sigma``, with no PSF test: "
+        "a track crossing a star's convex wing never looks sharper than the PSF there, but always stands "
+        "above the pixels beside it (log-quadratic in the two pixels each side where they are bright; "
+        "never into a source's concave core).  Those pixels are repaired across the track the same way "
+        "and not grown.  [project default; LSST: none]",
+    )
+    track_min_pixels: int = Field(
+        4, ge=2, description="Least pixels of a ray whose line is followed (``follow_tracks``): a shorter "
+        "one's direction is too loose."
+    )
     keep_crs: bool = Field(
         False, description="Mask cosmic rays but leave their pixel values; LSST keepCRs, False."
     )

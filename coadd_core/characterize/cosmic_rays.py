@@ -8,9 +8,14 @@ frame is scanned in raster order, each candidate being replaced by its estimate 
 once so the tail of a track is found too; candidates are grouped 8-connected into
 cosmic rays, those with fewer than ``min_dn`` counts dropped (condition 1), and the
 neighbours of each ray re-examined ``n_iteration`` times with half the threshold and no
-noise allowance.  Rays touching saturated pixels are treated as part of the saturation
-(SAT, not repaired); the others, grown by ``grow`` pixels (the faint track edges the
-neighbour test misses; LSST does not grow), are marked CR and INTRP and interpolated.
+noise allowance.  Each elongated ray is then followed beyond its ends along its line
+(``follow_tracks``; LSST does not): a track crossing a bright star's wing is never sharper
+than the PSF there, since the wing is convex, but it stands above the pixels beside it
+once their curvature is allowed for (a log-quadratic interpolation across the track,
+which also repairs those pixels).  Rays touching saturated pixels are treated as part of
+the saturation (SAT, not repaired); the others, grown by ``grow`` pixels (the faint
+track edges the neighbour test misses; LSST does not grow), are marked CR and INTRP and
+interpolated.
 
 Why this method and not L.A.Cosmic (astroscrappy 1.3, installed): measured on the
 ``tiny`` simulation (4 visits x 2 CCDs, seeing 3.2-6.5 px, 400-2500 e-/px rays; pixels
@@ -61,6 +66,13 @@ __all__ = ["CosmicRayResult", "find_cosmic_rays", "psf_sharpness_thresholds"]
 
 logger = logging.getLogger(__name__)
 
+_MAX_TRACK_STEPS = 512
+"""Longest continuation of a track from one end (pixels): a ray crossing a whole galaxy."""
+_LOG_MIN_SNR = 5.0
+"""Least S/N of the four pixels a log-quadratic estimate across a track is made from."""
+_END_RADIUS = 5.0
+"""Pixels of a ray within this distance (px) of an end set the direction it is followed in."""
+
 
 @dataclass
 class CosmicRayResult:
@@ -72,6 +84,8 @@ class CosmicRayResult:
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     n_near_saturation: int = 0
     too_many: bool = False
+    n_track_pixels: int = 0
+    """Pixels found by following the rays' tracks (``follow_tracks``), repaired across them."""
 
     @property
     def n_pixels(self) -> int:
@@ -273,6 +287,212 @@ def _grow_rays(
     return ys, xs, ids
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _across(
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, member: np.ndarray,
+    y: int, x: int, dy: int, dx: int,
+) -> tuple[float, float, int]:
+    """Estimate of pixel ``(y, x)`` from its neighbours across a track (offset
+    ``(dy, dx)``), its variance, and what the profile across is: 0 unknown (the linear
+    mean of the two nearest), 1 convex (the log-quadratic interpolation through the two
+    on each side, lower than the linear mean), 2 concave (a source's core; linear mean).
+
+    The profile is known where all four pixels are usable and above ``_LOG_MIN_SNR``
+    sigma.  A star's wing falls by a factor per pixel, so the linear mean across a track
+    overshoots there by the wing's curvature; in a core it undershoots, and a core is no
+    place to follow a track into."""
+    ny, nx = img.shape
+    v1, v2 = img[y - dy, x - dx], img[y + dy, x + dx]
+    est = 0.5 * (v1 + v2)
+    est_var = 0.25 * (var[y - dy, x - dx] + var[y + dy, x + dx])
+    y2a, x2a, y2b, x2b = y - 2 * dy, x - 2 * dx, y + 2 * dy, x + 2 * dx
+    if y2a < 0 or y2a >= ny or y2b < 0 or y2b >= ny or x2a < 0 or x2a >= nx or x2b < 0 or x2b >= nx:
+        return est, est_var, 0
+    inner = 0.0
+    outer = 0.0
+    rel_inner = 0.0
+    rel_outer = 0.0
+    for k in (-2, -1, 1, 2):
+        yy, xx = y + k * dy, x + k * dx
+        v = img[yy, xx]
+        vv = max(var[yy, xx], 0.0)
+        if member[yy, xx] or mask[yy, xx] & bad_bits or not (v > 0.0 and v * v > _LOG_MIN_SNR**2 * vv):
+            return est, est_var, 0
+        if k == -1 or k == 1:
+            inner += 0.5 * math.log(v)
+            rel_inner += 0.25 * vv / (v * v)
+        else:
+            outer += 0.5 * math.log(v)
+            rel_outer += 0.25 * vv / (v * v)
+    # log f = a + c k^2 through the mean logs at |k| = 1 and 2
+    c = (outer - inner) / 3.0
+    log_est = inner - c
+    quad = math.exp(log_est)
+    if quad >= est:
+        return est, est_var, 2
+    return quad, quad * quad * ((16.0 / 9.0) * rel_inner + (1.0 / 9.0) * rel_outer), 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _axis(mom: np.ndarray) -> tuple[bool, float, float]:
+    """Unit major axis ``(ux, uy)`` of pixel moments ``(n, sx, sy, sxx, syy, sxy)`` and
+    whether it is a line: the major-axis variance four times the minor one (a
+    one-pixel-wide line counts 1/12 across)."""
+    n = mom[0]
+    if n < 2:
+        return False, 1.0, 0.0
+    cx, cy = mom[1] / n, mom[2] / n
+    cxx = mom[3] / n - cx * cx
+    cyy = mom[4] / n - cy * cy
+    cxy = mom[5] / n - cx * cy
+    half = 0.5 * (cxx + cyy)
+    disc = math.sqrt(max(0.25 * (cxx - cyy) ** 2 + cxy * cxy, 0.0))
+    if half + disc < 4.0 * max(half - disc, 1.0 / 12.0):
+        return False, 1.0, 0.0
+    theta = 0.5 * math.atan2(2.0 * cxy, cxx - cyy)
+    return True, math.cos(theta), math.sin(theta)
+
+
+@numba.njit(nogil=True, cache=True)
+def _follow_tracks(
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, member: np.ndarray,
+    ys: np.ndarray, xs: np.ndarray, ids: np.ndarray, n_rays: int, min_sigma: float,
+    min_pixels: int, max_steps: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels continuing each elongated ray beyond its ends (see ``follow_tracks``).
+
+    A ray of at least ``min_pixels`` pixels that is a line is followed from each end (its
+    pixels with the least and greatest position along the major axis) in the direction
+    of the line its pixels within ``_END_RADIUS`` of that end make (the whole ray's if
+    they make none): step one pixel along it; of the pixel there and its two neighbours
+    across the line, accept those exceeding the mean of their own two neighbours across
+    the line by ``min_sigma`` noise sigma, never in a source's core (:func:`_across`;
+    each accepted pixel takes that mean in
+    ``img``); go on from the one standing out most, stop at the first step accepting
+    none.  Returns the new pixels, their ray ids and across-line offsets ``(dy, dx)``.
+    """
+    ny, nx = img.shape
+    mom = np.zeros((n_rays, 6))
+    for i in range(len(ys)):
+        r = ids[i]
+        x, y = float(xs[i]), float(ys[i])
+        mom[r, 0] += 1.0
+        mom[r, 1] += x
+        mom[r, 2] += y
+        mom[r, 3] += x * x
+        mom[r, 4] += y * y
+        mom[r, 5] += x * y
+    first = np.full(n_rays, -1, np.int64)  # linked list of each ray's pixels
+    nxt = np.full(len(ys), -1, np.int64)
+    for i in range(len(ys)):
+        nxt[i] = first[ids[i]]
+        first[ids[i]] = i
+    out_y = [0]
+    out_x = [0]
+    out_id = [0]
+    out_ay = [0]
+    out_ax = [0]
+    n_add = 0
+    end_mom = np.zeros(6)
+    for r in range(n_rays):
+        if mom[r, 0] < min_pixels:
+            continue
+        line, gx, gy = _axis(mom[r])
+        if not line:
+            continue
+        # the two ends along the whole ray's axis
+        lo, hi = -1, -1
+        t_lo, t_hi = 1e30, -1e30
+        i = first[r]
+        while i >= 0:
+            t = xs[i] * gx + ys[i] * gy
+            if t < t_lo:
+                t_lo, lo = t, i
+            if t > t_hi:
+                t_hi, hi = t, i
+            i = nxt[i]
+        for end, sign in ((lo, -1.0), (hi, 1.0)):
+            ex, ey = float(xs[end]), float(ys[end])
+            end_mom[:] = 0.0
+            i = first[r]
+            while i >= 0:
+                x, y = float(xs[i]), float(ys[i])
+                if (x - ex) ** 2 + (y - ey) ** 2 <= _END_RADIUS**2:
+                    end_mom[0] += 1.0
+                    end_mom[1] += x
+                    end_mom[2] += y
+                    end_mom[3] += x * x
+                    end_mom[4] += y * y
+                    end_mom[5] += x * y
+                i = nxt[i]
+            local, ux, uy = _axis(end_mom)
+            if not (local and end_mom[0] >= min_pixels):
+                ux, uy = gx, gy
+            if ux * gx + uy * gy < 0.0:
+                ux, uy = -ux, -uy
+            ux, uy = sign * ux, sign * uy
+            # the 8-neighbour direction nearest the perpendicular (-uy, ux)
+            k = round(math.atan2(ux, -uy) / (0.25 * math.pi))
+            ady = int(round(math.sin(0.25 * math.pi * k)))
+            adx = int(round(math.cos(0.25 * math.pi * k)))
+            step = 1.0 / max(abs(ux), abs(uy))
+            px, py = ex, ey
+            for _ in range(max_steps):
+                ly = int(round(py + step * uy))
+                lx = int(round(px + step * ux))
+                best = 0.0
+                by, bx = -1, -1
+                for j in (-1, 0, 1):
+                    y, x = ly + j * ady, lx + j * adx
+                    if y < 1 or y >= ny - 1 or x < 1 or x >= nx - 1 or member[y, x] or mask[y, x] & bad_bits:
+                        continue
+                    v = img[y, x]
+                    pair, pair_var, profile = _across(img, var, mask, bad_bits, member, y, x, ady, adx)
+                    if profile == 2:
+                        continue
+                    excess = v - pair
+                    noise2 = var[y, x] + pair_var
+                    if v >= 0.0 and excess > 0.0 and excess * excess > min_sigma * min_sigma * noise2:
+                        member[y, x] = True
+                        img[y, x] = pair
+                        if n_add == 0:
+                            out_y[0], out_x[0], out_id[0], out_ay[0], out_ax[0] = y, x, r, ady, adx
+                        else:
+                            out_y.append(y)
+                            out_x.append(x)
+                            out_id.append(r)
+                            out_ay.append(ady)
+                            out_ax.append(adx)
+                        n_add += 1
+                        score = excess / math.sqrt(max(noise2, 1e-30))
+                        if score > best:
+                            best, by, bx = score, y, x
+                if by < 0:
+                    break
+                px, py = float(bx), float(by)
+    ry = np.empty(n_add, np.int64)
+    rx = np.empty(n_add, np.int64)
+    rid = np.empty(n_add, np.int64)
+    across = np.empty((n_add, 2), np.int64)
+    for i in range(n_add):
+        ry[i], rx[i], rid[i] = out_y[i], out_x[i], out_id[i]
+        across[i, 0], across[i, 1] = out_ay[i], out_ax[i]
+    return ry, rx, rid, across
+
+
+@numba.njit(nogil=True, cache=True)
+def _repair_across(
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, member: np.ndarray,
+    ys: np.ndarray, xs: np.ndarray, ady: np.ndarray, adx: np.ndarray, out: np.ndarray,
+) -> None:
+    """Replace ``out`` of each track pixel by its log-quadratic estimate across the track
+    (:func:`_across`) where there is one."""
+    for i in range(len(ys)):
+        est, _, profile = _across(img, var, mask, bad_bits, member, ys[i], xs[i], ady[i], adx[i])
+        if profile == 1:
+            out[i] = est
+
+
 @numba.njit(nogil=True, cache=True)
 def _repair(
     img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, member: np.ndarray,
@@ -412,10 +632,21 @@ def find_cosmic_rays(
         work, var, mask, bits, member, ys, xs, ids, config.min_sigma,
         th_h, th_v, th_d, config.n_iteration, config.n_cr_pixel_max,
     )
+    n_rays = int(ids.max()) + 1
+    # track pixels: beyond a ray's ends along its line; repaired across it, never grown
+    track = np.zeros(len(ys), dtype=bool)
+    across = np.zeros((len(ys), 2), dtype=np.int64)
+    if config.follow_tracks:
+        ty, tx, tid, track_across = _follow_tracks(
+            work, var, mask, bits, member, ys, xs, ids, n_rays, 0.5 * config.min_sigma,
+            config.track_min_pixels, _MAX_TRACK_STEPS,
+        )
+        ys, xs, ids = np.concatenate([ys, ty]), np.concatenate([xs, tx]), np.concatenate([ids, tid])
+        track = np.concatenate([track, np.ones(len(ty), dtype=bool)])
+        across = np.concatenate([across, track_across])
     if len(ys) > config.n_cr_pixel_max:
         logger.warning("more than %d cosmic-ray pixels: nothing masked", config.n_cr_pixel_max)
         return CosmicRayResult(0, too_many=True)
-    n_rays = int(ids.max()) + 1
     # rays next to saturation belong to it (bleed trails): SAT, left alone
     sat_bit = np.int32(planes.bitmask("SAT"))
     ny, nx = mask.shape
@@ -429,11 +660,15 @@ def find_cosmic_rays(
     if to_sat.any():
         mask[ys[to_sat], xs[to_sat]] |= sat_bit
         member[ys[to_sat], xs[to_sat]] = False
-    ys, xs, ids = ys[~to_sat], xs[~to_sat], ids[~to_sat]
+    ys, xs, ids, track, across = ys[~to_sat], xs[~to_sat], ids[~to_sat], track[~to_sat], across[~to_sat]
     _, ids = np.unique(ids, return_inverse=True)
     n_cr = int(ids.max()) + 1 if len(ids) else 0
+    n_track = int(track.sum())
     if config.grow and len(ys):
-        ys, xs, ids = _grow(ys, xs, ids, member, mask, bits, config.grow)
+        gy, gx, gid = _grow(ys[~track], xs[~track], ids[~track], member, mask, bits, config.grow)
+        ys, xs, ids = np.concatenate([gy, ys[track]]), np.concatenate([gx, xs[track]]), np.concatenate([gid, ids[track]])
+        across = np.concatenate([np.zeros((len(gy), 2), dtype=np.int64), across[track]])
+        track = np.concatenate([np.zeros(len(gy), dtype=bool), np.ones(n_track, dtype=bool)])
     cr_bit = np.int32(planes.bitmask("CR"))
     if config.keep_crs:
         mask[ys, xs] |= cr_bit
@@ -442,12 +677,16 @@ def find_cosmic_rays(
         values = np.empty(len(ys), np.float64)
         original = np.ascontiguousarray(mi.image, dtype=np.float32)
         _repair(original, var, mask, bits, member, ys, xs, values)
+        if n_track:
+            on_track = values[track]
+            _repair_across(original, var, mask, bits, member, ys[track], xs[track], across[track, 0], across[track, 1], on_track)
+            values[track] = on_track
         mi.image[ys, xs] = values.astype(np.float32)
         mask[ys, xs] |= cr_bit | np.int32(planes.bitmask("INTRP"))
     x0, y0 = mi.xy0
     logger.info(
-        "%d cosmic rays (%d pixels) repaired; %d rays next to saturation left as SAT",
-        n_cr, len(ys), int(near_sat.sum()),
+        "%d cosmic rays (%d pixels, %d followed along their tracks) repaired; %d rays next to saturation left as SAT",
+        n_cr, len(ys), n_track, int(near_sat.sum()),
     )
     return CosmicRayResult(
         n_cosmic_rays=n_cr,
@@ -455,4 +694,5 @@ def find_cosmic_rays(
         ys=ys.astype(np.int64) + y0,
         ids=ids.astype(np.int64),
         n_near_saturation=int(near_sat.sum()),
+        n_track_pixels=n_track,
     )
