@@ -48,6 +48,17 @@ class CosmicRayConfig(_Frozen):
         "faint edges of a track, below the neighbour test, are most of the charge it leaves.  Drizzle's "
         "driz_cr_grow, 1.  [project default; LSST: 0]",
     )
+    find_lines: bool = Field(
+        True,
+        description="Also test short straight segments (3 and 4 px along rows, columns, diagonals) with "
+        "conditions 2 and 3 on their sums against the parallel segments beside them: a faint track whose "
+        "pixels each stand 4-6 sigma above their neighbours passes at twice that.  [project default; LSST: "
+        "single pixels only]",
+    )
+    line_pixel_sigma: float = Field(
+        1.5, ge=0, description="Least excess (sigma) of each pixel of a segment over its two neighbours "
+        "across (``find_lines``), so one bright pixel does not carry a segment of noise."
+    )
     follow_tracks: bool = Field(
         True,
         description="Follow each elongated ray beyond its ends along its fitted line while a pixel there "

@@ -73,6 +73,10 @@ logger = logging.getLogger(__name__)
 
 _MAX_TRACK_STEPS = 512
 """Longest continuation of a track from one end (pixels): a ray crossing a whole galaxy."""
+_LINE_LENGTHS = (2, 3, 4)
+"""Lengths (px) of the straight segments :func:`_scan_lines` tests."""
+_LINE_TROUGH_SIGMA = 2.5
+"""A segment between parallel segments this many sigma below the background is not a track."""
 _LOG_MIN_SNR = 5.0
 """Least S/N of the four pixels a log-quadratic estimate across a track is made from."""
 _END_RADIUS = 5.0
@@ -208,6 +212,98 @@ def _scan(
             if n > max_pixels:
                 return ys[:n], xs[:n], vals[:n], -1
     return ys[:n], xs[:n], vals[:n], n
+
+
+@numba.njit(nogil=True, cache=True)
+def _scan_lines(
+    img: np.ndarray, var: np.ndarray, mask: np.ndarray, bad_bits: int, taken: np.ndarray,
+    min_sigma: float, th_h: float, th_v: float, th_d: float, f3: float, min_pixel_sigma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Short straight segments (``_LINE_LENGTHS`` pixels, along rows, columns or
+    diagonals) passing conditions 2 and 3 with their sums: the segment's sum exceeds the
+    mean of the two parallel segments beside it by ``min_sigma`` sigma of that
+    difference's noise (a looser test lets a few noise segments through per CCD) and is
+    sharper than the PSF across (for a PSF, the ratio of those line sums is that
+    of the pixels next to the peak), every pixel standing ``min_pixel_sigma`` above its
+    own two neighbours across, and neither segment beside it in a trough
+    (``_LINE_TROUGH_SIGMA``).  A faint track whose pixels each fall below the
+    single-pixel test is found at sqrt(length) times their significance.  Pixels already
+    ``taken`` are left out; found pixels take their neighbours' mean in ``img``."""
+    ny, nx = img.shape
+    out_y = [0]
+    out_x = [0]
+    out_v = [np.float32(0.0)]
+    n = 0
+    # (step dy, dx, across dy, dx, PSF threshold): rows, columns, the two diagonals
+    dirs = ((0, 1, 1, 0, th_v), (1, 0, 0, 1, th_h), (1, 1, 1, -1, th_d), (1, -1, 1, 1, th_d))
+    for y in range(1, ny - 1):
+        for x in range(1, nx - 1):
+            v0 = img[y, x]
+            if not (v0 > 0.0 and v0 * v0 > min_pixel_sigma * min_pixel_sigma * var[y, x]) or taken[y, x]:
+                continue
+            for sdy, sdx, ady, adx, th in dirs:
+                for length in _LINE_LENGTHS:
+                    yl, xl = y + (length - 1) * sdy, x + (length - 1) * sdx
+                    if yl < 1 or yl >= ny - 1 or xl < 1 or xl >= nx - 1:
+                        continue
+                    total = 0.0
+                    beside = 0.0
+                    v_total = 0.0
+                    v_beside = 0.0
+                    lo = 0.0
+                    hi = 0.0
+                    v_lo = 0.0
+                    v_hi = 0.0
+                    ok = True
+                    for j in range(length):
+                        yy, xx = y + j * sdy, x + j * sdx
+                        if taken[yy, xx] or mask[yy, xx] & bad_bits:
+                            ok = False
+                            break
+                        v = img[yy, xx]
+                        side = 0.5 * (img[yy - ady, xx - adx] + img[yy + ady, xx + adx])
+                        if not (v - side > 0.0 and (v - side) ** 2 > min_pixel_sigma**2 * var[yy, xx]):
+                            ok = False
+                            break
+                        total += v
+                        beside += side
+                        v_total += var[yy, xx]
+                        v_beside += 0.25 * (var[yy - ady, xx - adx] + var[yy + ady, xx + adx])
+                        lo += img[yy - ady, xx - adx]
+                        hi += img[yy + ady, xx + adx]
+                        v_lo += var[yy - ady, xx - adx]
+                        v_hi += var[yy + ady, xx + adx]
+                    if not ok:
+                        continue
+                    # a track lies on a smooth background: pattern noise and ringing put
+                    # it between troughs
+                    if lo < -_LINE_TROUGH_SIGMA * math.sqrt(v_lo) or hi < -_LINE_TROUGH_SIGMA * math.sqrt(v_hi):
+                        continue
+                    excess = total - beside
+                    if excess * excess < min_sigma * min_sigma * (v_total + v_beside):
+                        continue
+                    if not th * (total - f3 * math.sqrt(v_total)) > beside + f3 * math.sqrt(v_beside):
+                        continue
+                    for j in range(length):
+                        yy, xx = y + j * sdy, x + j * sdx
+                        if n == 0:
+                            out_y[0], out_x[0], out_v[0] = yy, xx, img[yy, xx]
+                        else:
+                            out_y.append(yy)
+                            out_x.append(xx)
+                            out_v.append(img[yy, xx])
+                        n += 1
+                        taken[yy, xx] = True
+                        img[yy, xx] = 0.5 * (img[yy - ady, xx - adx] + img[yy + ady, xx + adx])
+                    break
+                if taken[y, x]:
+                    break
+    ys = np.empty(n, np.int64)
+    xs = np.empty(n, np.int64)
+    vals = np.empty(n, np.float32)
+    for i in range(n):
+        ys[i], xs[i], vals[i] = out_y[i], out_x[i], out_v[i]
+    return ys, xs, vals
 
 
 @numba.njit(nogil=True, cache=True)
@@ -613,6 +709,18 @@ def find_cosmic_rays(
     if n < 0:
         logger.warning("more than %d cosmic-ray pixels: nothing masked", config.n_cr_pixel_max)
         return CosmicRayResult(0, too_many=True)
+    n_line = 0
+    if config.find_lines:
+        taken = np.zeros(work.shape, dtype=np.bool_)
+        taken[ys, xs] = True
+        ly, lx, lv = _scan_lines(
+            work, var, mask, bits, taken, config.min_sigma, th_h, th_v, th_d, config.cond3_fac, config.line_pixel_sigma
+        )
+        n_line = len(ly)
+        if n_line:
+            order = np.argsort(np.concatenate([ys, ly]) * work.shape[1] + np.concatenate([xs, lx]), kind="stable")
+            ys, xs, vals = np.concatenate([ys, ly])[order], np.concatenate([xs, lx])[order], np.concatenate([vals, lv])[order]
+            n = len(ys)
     if n == 0:
         return CosmicRayResult(0)
     roots = _group(ys, xs, work.shape[1])
