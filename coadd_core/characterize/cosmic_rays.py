@@ -9,8 +9,8 @@ once so the tail of a track is found too.  Short straight segments (2-4 pixels) 
 put to conditions 2 and 3 with their sums against the parallel segments beside them
 (``find_lines``; LSST tests single pixels only): a faint track whose pixels each stand
 4-6 sigma above their neighbours stands sqrt(length) times higher as a segment, and a
-PSF cannot make a segment sharper across than it makes a pixel.  Candidates are grouped 8-connected into
-cosmic rays, those with fewer than ``min_dn`` counts dropped (condition 1), and the
+PSF cannot make a segment sharper across than it makes a pixel.  Candidates are grouped
+8-connected into cosmic rays, those with fewer than ``min_dn`` counts dropped (condition 1), and the
 neighbours of each ray re-examined ``n_iteration`` times with half the threshold and no
 noise allowance.  Each elongated ray is then followed beyond its ends along its line
 (``follow_tracks``; LSST does not): a track crossing a bright star's wing is never sharper
@@ -443,6 +443,17 @@ def _across(
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _add_moments(mom: np.ndarray, x: float, y: float) -> None:
+    """Add pixel ``(x, y)`` to moments ``(n, sx, sy, sxx, syy, sxy)``."""
+    mom[0] += 1.0
+    mom[1] += x
+    mom[2] += y
+    mom[3] += x * x
+    mom[4] += y * y
+    mom[5] += x * y
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _axis(mom: np.ndarray) -> tuple[bool, float, float]:
     """Unit major axis ``(ux, uy)`` of pixel moments ``(n, sx, sy, sxx, syy, sxy)`` and
     whether it is a line: the major-axis variance four times the minor one (a
@@ -474,23 +485,16 @@ def _follow_tracks(
     pixels with the least and greatest position along the major axis) in the direction
     of the line its pixels within ``_END_RADIUS`` of that end make (the whole ray's if
     they make none): step one pixel along it; of the pixel there and its two neighbours
-    across the line, accept those exceeding the mean of their own two neighbours across
-    the line by ``min_sigma`` noise sigma, never in a source's core (:func:`_across`;
-    each accepted pixel takes that mean in
-    ``img``); go on from the one standing out most, stop at the first step accepting
-    none.  Returns the new pixels, their ray ids and across-line offsets ``(dy, dx)``.
+    across the line, accept those exceeding their estimate from the pixels across the
+    line (:func:`_across`) by ``min_sigma`` sigma of the difference, never in a source's
+    core (each accepted pixel takes its estimate in ``img``); go on from the one standing
+    out most, stop at the first step accepting none.  Returns the new pixels, their ray
+    ids and across-line offsets ``(dy, dx)``.
     """
     ny, nx = img.shape
     mom = np.zeros((n_rays, 6))
     for i in range(len(ys)):
-        r = ids[i]
-        x, y = float(xs[i]), float(ys[i])
-        mom[r, 0] += 1.0
-        mom[r, 1] += x
-        mom[r, 2] += y
-        mom[r, 3] += x * x
-        mom[r, 4] += y * y
-        mom[r, 5] += x * y
+        _add_moments(mom[ids[i]], float(xs[i]), float(ys[i]))
     first = np.full(n_rays, -1, np.int64)  # linked list of each ray's pixels
     nxt = np.full(len(ys), -1, np.int64)
     for i in range(len(ys)):
@@ -527,12 +531,7 @@ def _follow_tracks(
             while i >= 0:
                 x, y = float(xs[i]), float(ys[i])
                 if (x - ex) ** 2 + (y - ey) ** 2 <= _END_RADIUS**2:
-                    end_mom[0] += 1.0
-                    end_mom[1] += x
-                    end_mom[2] += y
-                    end_mom[3] += x * x
-                    end_mom[4] += y * y
-                    end_mom[5] += x * y
+                    _add_moments(end_mom, x, y)
                 i = nxt[i]
             local, ux, uy = _axis(end_mom)
             if not (local and end_mom[0] >= min_pixels):
@@ -726,8 +725,10 @@ def find_cosmic_rays(
         )
         n_line = len(ly)
         if n_line:
-            order = np.argsort(np.concatenate([ys, ly]) * work.shape[1] + np.concatenate([xs, lx]), kind="stable")
-            ys, xs, vals = np.concatenate([ys, ly])[order], np.concatenate([xs, lx])[order], np.concatenate([vals, lv])[order]
+            # _group wants raster order
+            ys, xs, vals = np.concatenate([ys, ly]), np.concatenate([xs, lx]), np.concatenate([vals, lv])
+            order = np.argsort(ys * work.shape[1] + xs, kind="stable")
+            ys, xs, vals = ys[order], xs[order], vals[order]
             n = len(ys)
     if n == 0:
         return CosmicRayResult(0)
