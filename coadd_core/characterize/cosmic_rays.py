@@ -230,7 +230,9 @@ def _scan_lines(
     """Short straight segments (``_LINE_LENGTHS`` pixels, along rows, columns or
     diagonals) passing conditions 2 and 3 with their sums: the segment's sum exceeds the
     mean of the two parallel segments beside it by ``min_sigma`` sigma of that
-    difference's noise (a looser test lets a few noise segments through per CCD) and is
+    difference's noise (a looser test lets a few noise segments through per CCD), or
+    exceeds the sky by ``min_sigma`` sigma of its own noise where that mean falls below
+    the sky (on the sky the neighbours only add their noise), and is
     sharper than the PSF across (for a PSF, the ratio of those line sums is that
     of the pixels next to the peak), every pixel standing ``min_pixel_sigma`` above its
     own two neighbours across, and neither segment beside it in a trough
@@ -287,8 +289,10 @@ def _scan_lines(
                     # it between troughs
                     if lo < -_LINE_TROUGH_SIGMA * math.sqrt(v_lo) or hi < -_LINE_TROUGH_SIGMA * math.sqrt(v_hi):
                         continue
-                    excess = total - beside
-                    if excess * excess < min_sigma * min_sigma * (v_total + v_beside):
+                    # the background is never below the sky (0 here): neighbours
+                    # below it are noise, and the sky is known without any
+                    excess = total - max(beside, 0.0)
+                    if excess * excess < min_sigma * min_sigma * (v_total + (v_beside if beside > 0.0 else 0.0)):
                         continue
                     if not th * (total - f3 * math.sqrt(v_total)) > beside + f3 * math.sqrt(v_beside):
                         continue
