@@ -9,7 +9,10 @@ once so the tail of a track is found too.  Short straight segments (2-4 pixels) 
 put to conditions 2 and 3 with their sums against the parallel segments beside them
 (``find_lines``; LSST tests single pixels only): a faint track whose pixels each stand
 4-6 sigma above their neighbours stands sqrt(length) times higher as a segment, and a
-PSF cannot make a segment sharper across than it makes a pixel.  Candidates are grouped
+PSF cannot make a segment sharper across than it makes a pixel.  Where the segments
+beside it fall below the sky, a segment is measured against the sky instead, known
+without noise: a 2-pixel hit on the sky then needs 6 sigma of its own noise, not of
+that plus its neighbours'.  Candidates are grouped
 8-connected into cosmic rays, those with fewer than ``min_dn`` counts dropped (condition 1), and the
 neighbours of each ray re-examined ``n_iteration`` times with half the threshold and no
 noise allowance.  Each elongated ray is then followed beyond its ends along its line

@@ -538,8 +538,9 @@ def _photometry(
     (static, variable) from truth.
 
     Stars of at least ``min_flux`` nJy (about 21.4 mag, where the aperture noise is
-    well under 1 %).  Aperture radius 2 FWHM (the broadest visit's), corrected to total
-    with the coadd PSF at the star; sky from the median of an annulus.  A star is used when its aperture
+    well under 1 %).  Aperture radius 2 FWHM (the broadest visit's), sky from the median
+    of an annulus; corrected to total with the coadd PSF at the star measured the same
+    way (the annulus lies on the star's wings).  A star is used when its aperture
     and annulus lie in the box, no pixel of the aperture is NO_DATA, SAT, BAD or EDGE,
     and the light its neighbours could throw into the aperture (Moffat beta 3.5 wings
     beyond their distance to the aperture edge; galaxies counted from 2 half-light radii
@@ -580,9 +581,12 @@ def _photometry(
         flux = float(np.sum(img[ap] - sky))
         psf = coadd.psf.compute_image(x, y)
         stamp = psf.array / psf.array.sum()
-        py, px = np.mgrid[0 : stamp.shape[0], 0 : stamp.shape[1]]
-        ap_frac = float(stamp[np.hypot(px + psf.bbox.x0 - x, py + psf.bbox.y0 - y) <= r_ap].sum())
-        flux /= ap_frac
+        inter = psf.bbox.intersection(cut)
+        prof = np.zeros(img.shape)
+        prof[inter.slices(cut)] = stamp[inter.slices(psf.bbox)]
+        # the annulus lies on the star's wings: its median takes some of the star's light
+        # as sky, from every aperture pixel
+        flux /= float(prof[ap].sum() - ap.sum() * np.median(prof[ann]))
         if s["kind"] == "variable":
             # what a weighted mean makes of it: per pixel the mean over the visits used
             # there, averaged over the aperture with the PSF's weights
@@ -593,9 +597,6 @@ def _photometry(
                 used = usable[v][sl] & ~rejected[v][sl]
                 num += weight[v] * fluxes[v] * used
                 den += weight[v] * used
-            inter = psf.bbox.intersection(cut)
-            prof = np.zeros(img.shape)
-            prof[inter.slices(cut)] = stamp[inter.slices(psf.bbox)]
             prof *= ap & (den > 0)
             if prof.sum() <= 0:
                 continue
