@@ -10,9 +10,9 @@ put to conditions 2 and 3 with their sums against the parallel segments beside t
 (``find_lines``; LSST tests single pixels only): a faint track whose pixels each stand
 4-6 sigma above their neighbours stands sqrt(length) times higher as a segment, and a
 PSF cannot make a segment sharper across than it makes a pixel.  Where the segments
-beside it fall below the sky, a segment is measured against the sky instead, known
-without noise: a 2-pixel hit on the sky then needs 6 sigma of its own noise, not of
-that plus its neighbours'.  Candidates are grouped
+beside it lie a little below the sky (within twice their noise), a segment is
+measured against the sky instead, known without noise: a 2-pixel hit on the sky then
+needs 6 sigma of its own noise, not of that plus its neighbours'.  Candidates are grouped
 8-connected into cosmic rays, those with fewer than ``min_dn`` counts dropped (condition 1), and the
 neighbours of each ray re-examined ``n_iteration`` times with half the threshold and no
 noise allowance.  Each elongated ray is then followed beyond its ends along its line
@@ -88,6 +88,9 @@ _LINE_LENGTHS = (2, 3, 4)
 """Lengths (px) of the straight segments :func:`_scan_lines` tests."""
 _LINE_TROUGH_SIGMA = 2.5
 """A segment between parallel segments this many sigma below the background is not a track."""
+_LINE_SKY_SIGMA = 2.0
+"""Segments beside a segment whose mean lies at most this many sigma below the sky are
+noise about the sky, and the segment is measured against the sky."""
 _LOG_MIN_SNR = 5.0
 """Least S/N of the four pixels a log-quadratic estimate across a track is made from."""
 _END_RADIUS = 5.0
@@ -234,8 +237,9 @@ def _scan_lines(
     diagonals) passing conditions 2 and 3 with their sums: the segment's sum exceeds the
     mean of the two parallel segments beside it by ``min_sigma`` sigma of that
     difference's noise (a looser test lets a few noise segments through per CCD), or
-    exceeds the sky by ``min_sigma`` sigma of its own noise where that mean falls below
-    the sky (on the sky the neighbours only add their noise), and is
+    exceeds the sky by ``min_sigma`` sigma of its own noise where that mean lies less
+    than ``_LINE_SKY_SIGMA`` of its noise below the sky (there the neighbours only add
+    their noise), and is
     sharper than the PSF across (for a PSF, the ratio of those line sums is that
     of the pixels next to the peak), every pixel standing ``min_pixel_sigma`` above its
     own two neighbours across, and neither segment beside it in a trough
@@ -292,10 +296,11 @@ def _scan_lines(
                     # it between troughs
                     if lo < -_LINE_TROUGH_SIGMA * math.sqrt(v_lo) or hi < -_LINE_TROUGH_SIGMA * math.sqrt(v_hi):
                         continue
-                    # the background is never below the sky (0 here): neighbours
-                    # below it are noise, and the sky is known without any
-                    excess = total - max(beside, 0.0)
-                    if excess * excess < min_sigma * min_sigma * (v_total + (v_beside if beside > 0.0 else 0.0)):
+                    # neighbours a little below the sky (0 here) are noise about it, and
+                    # the sky is known without any; further below, a real dip
+                    on_sky = -_LINE_SKY_SIGMA * math.sqrt(v_beside) <= beside <= 0.0
+                    excess = total - (0.0 if on_sky else beside)
+                    if excess * excess < min_sigma * min_sigma * (v_total + (0.0 if on_sky else v_beside)):
                         continue
                     if not th * (total - f3 * math.sqrt(v_total)) > beside + f3 * math.sqrt(v_beside):
                         continue
