@@ -384,7 +384,7 @@ def test_assembled_coadd_psf_from_warps():
 # --------------------------------------------------------------------------------------
 
 
-def _inputs_for(visit: int, sigma_left: float, sigma_right: float):
+def _inputs_for(visit: int, sigma_left: float, sigma_right: float, ap_corr: float = 1.0):
     from coadd_core.warp.inputs import CcdRow, CoaddInputs, VisitRow
 
     calexp_wcs = tract_wcs(0.2)
@@ -392,9 +392,9 @@ def _inputs_for(visit: int, sigma_left: float, sigma_right: float):
     right = Box(PATCH.x0 + 40, PATCH.y0 - 50, PATCH.x1 + 50, PATCH.y1 + 50)
     ccds = [
         CcdRow(id=visit * 100 + 2, visit=visit, detector=2, goodpix=100, weight=1.0, bbox=right, wcs=calexp_wcs,
-               psf=GaussianPsf(sigma_right, size=25)),
+               psf=GaussianPsf(sigma_right, size=25), ap_corr=ap_corr),
         CcdRow(id=visit * 100 + 1, visit=visit, detector=1, goodpix=100, weight=1.0, bbox=left, wcs=calexp_wcs,
-               psf=GaussianPsf(sigma_left, size=25)),
+               psf=GaussianPsf(sigma_left, size=25), ap_corr=ap_corr),
     ]
     return CoaddInputs([VisitRow(visit=visit, goodpix=200, weight=1.0, bbox=PATCH)], ccds)
 
@@ -404,9 +404,9 @@ def test_coadd_records_inputs_and_builds_psf_from_ccd_rows():
 
     rng = np.random.default_rng(14)
     warps = []
-    for visit, var in ((7, 1.0), (3, 4.0)):
+    for visit, var, ap_corr in ((7, 1.0, 1.002), (3, 4.0, 1.010)):
         w = make_warp(rng.normal(0, math.sqrt(var), PATCH.shape), var, visit=visit)
-        w.metadata["coadd_inputs"] = _inputs_for(visit, 1.5, 3.0)
+        w.metadata["coadd_inputs"] = _inputs_for(visit, 1.5, 3.0, ap_corr)
         warps.append(w)
     cfg = AssembleCoaddConfig()
     res = assemble(compute_weights(handles(warps), cfg), PATCH, WCS0, cfg)
@@ -414,6 +414,9 @@ def test_coadd_records_inputs_and_builds_psf_from_ccd_rows():
     assert [v.visit for v in inputs.visits] == [3, 7]
     assert [c.id for c in inputs.ccds] == [301, 302, 701, 702]
     assert [c.weight for c in inputs.ccds] == pytest.approx([0.25, 0.25, 1.0, 1.0], rel=1e-6)
+    # the light beyond the PSF's box, weighted as the coadd PSF weights the inputs
+    assert [c.ap_corr for c in inputs.ccds] == [1.010, 1.010, 1.002, 1.002]
+    assert res.coadd.metadata["PSF_APCORR"] == pytest.approx((2 * 1.0 * 1.002 + 2 * 0.25 * 1.010) / 2.5, rel=1e-9)
     psf = res.coadd.psf
     assert isinstance(psf, CoaddPsf) and len(psf.inputs) == 4
     k_left = psf.kernel_image(PATCH.x0 + 10.0, PATCH.y0 + 30.0)

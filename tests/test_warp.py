@@ -569,6 +569,7 @@ def test_coadd_inputs_round_trip_through_fits(tmp_path) -> None:
     tract_wcs, outer = _patch_geometry()
     exp = _calexp(2, (300.0, 300.0), (200, 200), value=1.0, calib=1.5, psf=_elliptical_psf())
     exp.valid_polygon = ValidPolygon.from_box(exp.bbox).shrink(3.0)
+    exp.metadata["PSF_APCORR"] = 1.0015  # the light beyond the PSF model's box
     warp = make_direct_warp([exp], outer, tract_wcs, visit=99)
     path = tmp_path / "direct.fits"
     write_exposure(warp, path)
@@ -583,7 +584,7 @@ def test_coadd_inputs_round_trip_through_fits(tmp_path) -> None:
         assert isinstance(clone, CoaddInputs) and clone.to_dict() == inputs.to_dict()
     row = inputs.ccds[0]
     assert row.psf == exp.psf and row.valid_polygon == exp.valid_polygon and row.ccd == 2
-    assert row.photo_calib == PhotoCalib(1.5) and row.visit_info == exp.visit_info
+    assert row.photo_calib == PhotoCalib(1.5) and row.visit_info == exp.visit_info and row.ap_corr == 1.0015
     np.testing.assert_array_equal(back.image, warp.image)
 
 

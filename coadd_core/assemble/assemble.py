@@ -35,6 +35,7 @@ __all__ = [
     "AssembleResult",
     "NoWorkFound",
     "assemble",
+    "coadd_aperture_correction",
     "coadd_inputs_table",
     "rejected_mask_map",
     "stats_config",
@@ -211,6 +212,18 @@ def coadd_inputs_table(handles_and_weights: Sequence[tuple[WarpHandle, float]]) 
     return CoaddInputs(sorted(visits, key=lambda v: v.visit), sorted(ccds, key=lambda c: c.id))
 
 
+def coadd_aperture_correction(inputs: CoaddInputs) -> float:
+    """Total light of a star over the light in the coadd PSF's box: the inputs'
+    ``ap_corr`` weighted as the coadd PSF weights their PSFs (coadd weight), and by the
+    pixels each put in.  The coadd PSF is normalised over its box like its inputs', so
+    PSF or aperture photometry corrected with it alone falls short by this factor."""
+    rows = inputs.ccds
+    w = np.array([r.weight * r.goodpix for r in rows], dtype=np.float64)
+    if not len(rows) or w.sum() <= 0:
+        return 1.0
+    return float(np.dot(w, [r.ap_corr for r in rows]) / w.sum())
+
+
 def _finish_masks(mi: MaskedImage) -> None:
     """§6.4 steps 5-6: INEXACT_PSF where inputs were rejected or clipped; zero variance is no data."""
     planes = mi.planes
@@ -281,6 +294,7 @@ def assemble(
     result_metadata = dict(metadata)
     inputs = coadd_inputs_table(handles_and_weights)
     if inputs is not None:
+        metadata["PSF_APCORR"] = result_metadata["PSF_APCORR"] = coadd_aperture_correction(inputs)
         metadata[COADD_INPUTS_KEY] = inputs
     coadd = Exposure(coadd_mi, wcs=tract_wcs, psf=psf, photo_calib=PhotoCalib(1.0), metadata=metadata)
     logger.info(

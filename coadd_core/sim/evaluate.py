@@ -540,7 +540,8 @@ def _photometry(
     Stars of at least ``min_flux`` nJy (about 21.4 mag, where the aperture noise is
     well under 1 %).  Aperture radius 2 FWHM (the broadest visit's), sky from the median
     of an annulus; corrected to total with the coadd PSF at the star measured the same
-    way (the annulus lies on the star's wings).  A star is used when its aperture
+    way (the annulus lies on the star's wings) and the coadd's ``PSF_APCORR`` (the light
+    beyond the PSF's box).  A star is used when its aperture
     and annulus lie in the box, no pixel of the aperture is NO_DATA, SAT, BAD or EDGE,
     and the light its neighbours could throw into the aperture (Moffat beta 3.5 wings
     beyond their distance to the aperture edge; galaxies counted from 2 half-light radii
@@ -587,6 +588,7 @@ def _photometry(
         # the annulus lies on the star's wings: its median takes some of the star's light
         # as sky, from every aperture pixel
         flux /= float(prof[ap].sum() - ap.sum() * np.median(prof[ann]))
+        flux *= float(coadd.metadata.get("PSF_APCORR", 1.0))  # light beyond the PSF's box
         if s["kind"] == "variable":
             # what a weighted mean makes of it: per pixel the mean over the visits used
             # there, averaged over the aperture with the PSF's weights

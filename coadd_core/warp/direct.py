@@ -163,6 +163,7 @@ def make_direct_warp(
                 valid_polygon=calexp.valid_polygon,
                 visit_info=calexp.visit_info,
                 physical_filter=calexp.physical_filter,
+                ap_corr=float(calexp.metadata.get("PSF_APCORR", 1.0)),
             )
         )
     if first is None:

@@ -71,6 +71,9 @@ class CcdRow:
     valid_polygon: ValidPolygon | None = None
     visit_info: VisitInfo | None = None
     physical_filter: str | None = None
+    ap_corr: float = 1.0
+    """Total light of a star over the light in ``psf``'s box (the calexp's ``PSF_APCORR``):
+    PSF models are normalised over their box, calibrations count the light beyond it."""
 
     @property
     def ccd(self) -> int:
@@ -114,6 +117,7 @@ class CcdRow:
             "valid_polygon": None if self.valid_polygon is None else self.valid_polygon.to_dict(),
             "visit_info": None if self.visit_info is None else self.visit_info.to_dict(),
             "filter": self.physical_filter,
+            "ap_corr": self.ap_corr,
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class CcdRow:
             valid_polygon=None if data.get("valid_polygon") is None else ValidPolygon.from_dict(data["valid_polygon"]),
             visit_info=None if data.get("visit_info") is None else VisitInfo.from_dict(data["visit_info"]),
             physical_filter=data.get("filter"),
+            ap_corr=float(data.get("ap_corr", 1.0)),
         )
 
 
