@@ -217,11 +217,11 @@ def coadd_aperture_correction(inputs: CoaddInputs) -> float:
     ``ap_corr`` weighted as the coadd PSF weights their PSFs (coadd weight), and by the
     pixels each put in.  The coadd PSF is normalised over its box like its inputs', so
     PSF or aperture photometry corrected with it alone falls short by this factor."""
-    rows = inputs.ccds
-    w = np.array([r.weight * r.goodpix for r in rows], dtype=np.float64)
+    rows = inputs.to_dict()["ccds"]  # the stored rows: no WCS or PSF is parsed
+    w = np.array([float(r["weight"]) * int(r["goodpix"]) for r in rows], dtype=np.float64)
     if not len(rows) or w.sum() <= 0:
         return 1.0
-    return float(np.dot(w, [r.ap_corr for r in rows]) / w.sum())
+    return float(np.dot(w, [float(r.get("ap_corr", 1.0)) for r in rows]) / w.sum())
 
 
 def _finish_masks(mi: MaskedImage) -> None:

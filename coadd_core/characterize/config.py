@@ -50,9 +50,10 @@ class CosmicRayConfig(_Frozen):
     )
     find_lines: bool = Field(
         True,
-        description="Also test short straight segments (3 and 4 px along rows, columns, diagonals) with "
-        "conditions 2 and 3 on their sums against the parallel segments beside them: a faint track whose "
-        "pixels each stand 4-6 sigma above their neighbours passes at twice that.  [project default; LSST: "
+        description="Also test short straight segments (2-4 px along rows, columns, diagonals) with "
+        "conditions 2 and 3 on their sums against the parallel segments beside them, or against the sky "
+        "where those lie within twice their noise below it: a faint track whose pixels each stand 4-6 "
+        "sigma above their neighbours passes at sqrt(length) times that.  [project default; LSST: "
         "single pixels only]",
     )
     line_pixel_sigma: float = Field(

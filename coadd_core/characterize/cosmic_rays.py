@@ -251,10 +251,12 @@ def _scan_lines(
     single-pixel test is found at sqrt(length) times their significance.  Pixels already
     ``taken`` are left out; found pixels take their neighbours' mean in ``img``."""
     ny, nx = img.shape
-    out_y = [0]
+    out_y = [0]  # typed by the literal, emptied at once
     out_x = [0]
     out_v = [np.float32(0.0)]
-    n = 0
+    out_y.pop()
+    out_x.pop()
+    out_v.pop()
     # (step dy, dx, across dy, dx, PSF threshold): rows, columns, the two diagonals
     dirs = ((0, 1, 1, 0, th_v), (1, 0, 0, 1, th_h), (1, 1, 1, -1, th_d), (1, -1, 1, 1, th_d))
     for y in range(1, ny - 1):
@@ -268,9 +270,7 @@ def _scan_lines(
                     if yl < 1 or yl >= ny - 1 or xl < 1 or xl >= nx - 1:
                         continue
                     total = 0.0
-                    beside = 0.0
                     v_total = 0.0
-                    v_beside = 0.0
                     lo = 0.0
                     hi = 0.0
                     v_lo = 0.0
@@ -287,9 +287,7 @@ def _scan_lines(
                             ok = False
                             break
                         total += v
-                        beside += side
                         v_total += var[yy, xx]
-                        v_beside += 0.25 * (var[yy - ady, xx - adx] + var[yy + ady, xx + adx])
                         lo += img[yy - ady, xx - adx]
                         hi += img[yy + ady, xx + adx]
                         v_lo += var[yy - ady, xx - adx]
@@ -300,6 +298,8 @@ def _scan_lines(
                     # it between troughs
                     if lo < -_LINE_TROUGH_SIGMA * math.sqrt(v_lo) or hi < -_LINE_TROUGH_SIGMA * math.sqrt(v_hi):
                         continue
+                    beside = 0.5 * (lo + hi)
+                    v_beside = 0.25 * (v_lo + v_hi)
                     # neighbours a little below the sky (0 here) are noise about it, and
                     # the sky is known without any; further below, a real dip
                     on_sky = -_LINE_SKY_SIGMA * math.sqrt(v_beside) <= beside <= 0.0
@@ -310,24 +310,15 @@ def _scan_lines(
                         continue
                     for j in range(length):
                         yy, xx = y + j * sdy, x + j * sdx
-                        if n == 0:
-                            out_y[0], out_x[0], out_v[0] = yy, xx, img[yy, xx]
-                        else:
-                            out_y.append(yy)
-                            out_x.append(xx)
-                            out_v.append(img[yy, xx])
-                        n += 1
+                        out_y.append(yy)
+                        out_x.append(xx)
+                        out_v.append(img[yy, xx])
                         taken[yy, xx] = True
                         img[yy, xx] = 0.5 * (img[yy - ady, xx - adx] + img[yy + ady, xx + adx])
                     break
                 if taken[y, x]:
                     break
-    ys = np.empty(n, np.int64)
-    xs = np.empty(n, np.int64)
-    vals = np.empty(n, np.float32)
-    for i in range(n):
-        ys[i], xs[i], vals[i] = out_y[i], out_x[i], out_v[i]
-    return ys, xs, vals
+    return np.array(out_y, dtype=np.int64), np.array(out_x, dtype=np.int64), np.array(out_v, dtype=np.float32)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -516,12 +507,16 @@ def _follow_tracks(
     for i in range(len(ys)):
         nxt[i] = first[ids[i]]
         first[ids[i]] = i
-    out_y = [0]
+    out_y = [0]  # typed by the literal, emptied at once
     out_x = [0]
     out_id = [0]
     out_ay = [0]
     out_ax = [0]
-    n_add = 0
+    out_y.pop()
+    out_x.pop()
+    out_id.pop()
+    out_ay.pop()
+    out_ax.pop()
     end_mom = np.zeros(6)
     for r in range(n_rays):
         if mom[r, 0] < min_pixels:
@@ -579,29 +574,21 @@ def _follow_tracks(
                     if v >= 0.0 and excess > 0.0 and excess * excess > min_sigma * min_sigma * noise2:
                         member[y, x] = True
                         img[y, x] = pair
-                        if n_add == 0:
-                            out_y[0], out_x[0], out_id[0], out_ay[0], out_ax[0] = y, x, r, ady, adx
-                        else:
-                            out_y.append(y)
-                            out_x.append(x)
-                            out_id.append(r)
-                            out_ay.append(ady)
-                            out_ax.append(adx)
-                        n_add += 1
+                        out_y.append(y)
+                        out_x.append(x)
+                        out_id.append(r)
+                        out_ay.append(ady)
+                        out_ax.append(adx)
                         score = excess / math.sqrt(max(noise2, 1e-30))
                         if score > best:
                             best, by, bx = score, y, x
                 if by < 0:
                     break
                 px, py = float(bx), float(by)
-    ry = np.empty(n_add, np.int64)
-    rx = np.empty(n_add, np.int64)
-    rid = np.empty(n_add, np.int64)
-    across = np.empty((n_add, 2), np.int64)
-    for i in range(n_add):
-        ry[i], rx[i], rid[i] = out_y[i], out_x[i], out_id[i]
-        across[i, 0], across[i, 1] = out_ay[i], out_ax[i]
-    return ry, rx, rid, across
+    across = np.empty((len(out_ay), 2), np.int64)
+    across[:, 0] = np.array(out_ay, dtype=np.int64)
+    across[:, 1] = np.array(out_ax, dtype=np.int64)
+    return np.array(out_y, dtype=np.int64), np.array(out_x, dtype=np.int64), np.array(out_id, dtype=np.int64), across
 
 
 @numba.njit(nogil=True, cache=True)
