@@ -454,6 +454,50 @@ def test_sharp_ray_left_by_the_isr_is_clipped_and_a_star_seen_sharper_is_not():
     assert on.coadd.image[30, 70] < 5 * NOISE / math.sqrt(5) < off.coadd.image[30, 70]
 
 
+def test_ray_on_a_galaxy_is_clipped_against_the_sharper_epochs_and_a_variable_is_not():
+    """A two-pixel ray (200 per pixel, 20 sigma) 3 px from the centre of a bright galaxy,
+    in an epoch of middling seeing.  The galaxy's template flux explains far more than
+    the ray (its PSF-mismatch bound is ~3000), and the ray lies inside the galaxy's
+    300-sigma template footprint, so neither the template-flux bound nor LSST's rules
+    clip it.  The sharper epochs show the galaxy's core at least as bright but not the
+    ray, which is also sharper than the epoch's PSF: it is clipped, alone.  A star
+    twice as bright in the same epoch deviates by as much, but with the PSF's shape:
+    kept."""
+    rng = np.random.default_rng(46)
+    sigmas = (1.4, 1.6, 1.8, 2.0, 2.2, 2.4)
+    galaxy, galaxy_sigma = (60.3, 60.6, 8e3), 2.0
+    variable = (90.4, 30.3, 4e3)
+    ray, ray_epoch = [(63, 61), (64, 61)], 4
+    matched, direct = [], []
+    for e, s in enumerate(sigmas):
+        bright = [(variable[0], variable[1], variable[2] * (2.0 if e == ray_epoch else 1.0))]
+        noise = rng.normal(0, NOISE, SMALL.shape)
+        m_img = render_points(SMALL, [galaxy], math.hypot(galaxy_sigma, MODEL_SIGMA))
+        m_img += render_points(SMALL, bright, MODEL_SIGMA) + noise
+        d_img = render_points(SMALL, [galaxy], math.hypot(galaxy_sigma, s))
+        d_img += render_points(SMALL, bright, s) + noise
+        if e == ray_epoch:
+            for x, y in ray:
+                d_img[y, x] += 200.0
+                m_img += 200.0 * render_points(SMALL, [(x, y, 1.0)], MODEL_SIGMA)
+        matched.append(make_exposure(SMALL, m_img, NOISE**2, e + 1, GaussianPsf(MODEL_SIGMA)))
+        direct.append(make_exposure(SMALL, d_img, NOISE**2, e + 1, GaussianPsf(s)))
+    d_h, m_h = [WarpHandle.from_exposure(w) for w in direct], [WarpHandle.from_exposure(w) for w in matched]
+    on = compare_warp_assemble(d_h, m_h, SMALL, WCS0, CompareWarpConfig())
+    off = compare_warp_assemble(d_h, m_h, SMALL, WCS0, CompareWarpConfig(sharp_compare_sharper_epochs=False))
+    clipped_on, clipped_off = (spans_to_mask(r.alt_masks[ray_epoch + 1].clipped, SMALL) for r in (on, off))
+    assert all(clipped_on[y, x] for x, y in ray) and not any(clipped_off[y, x] for x, y in ray)
+    # only the ray and its 2-px grown edge: not the galaxy's core, not the variable
+    assert clipped_on.sum() <= (2 + 4) * (1 + 4)
+    assert not clipped_on[60, 60] and not clipped_on[30, 90]
+    assert all(len(on.alt_masks[v].clipped) == 0 for v in on.alt_masks if v != ray_epoch + 1)
+    # the coadd there is the other epochs' mean; the plain comparison keeps the ray's share
+    x, y = ray[0]
+    others = np.mean([w.image[y, x] for i, w in enumerate(direct) if i != ray_epoch])
+    assert on.coadd.image[y, x] == pytest.approx(others, abs=1e-3)
+    assert off.coadd.image[y, x] - others > 200.0 / len(sigmas) - 2 * NOISE
+
+
 def test_filter_artifacts_spatial_rule():
     cfg = CompareWarpConfig()
     box = Box(0, 0, 9, 9)

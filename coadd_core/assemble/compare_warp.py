@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numba
 import numpy as np
 from astropy.wcs import WCS
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..background import TooManyMaskedPixelsError
@@ -39,6 +40,7 @@ from .assemble import AssembleResult, assemble
 from .config import CompareWarpConfig, StaticSkyModelConfig
 from .prepare import NoWorkFound, WarpHandle, compute_weights
 from .scale_variance import measure_variance_scale
+from ..warp.inputs import coadd_inputs_psf_at
 from .template_sources import TemplateSources, psf_weighted_fluxes, psf_weights, template_sources
 
 __all__ = [
@@ -56,6 +58,8 @@ __all__ = [
     "match_variable_sources",
     "psf_weighted_fluxes",
     "prefilter_artifacts",
+    "restrict_candidates",
+    "unexplained_pixels",
     "template_sources",
     "with_psf_matched_polygons",
 ]
@@ -211,6 +215,46 @@ def detect_template_footprints(template: Exposure, config: CompareWarpConfig) ->
     raise RuntimeError(f"template detection failed {config.max_detect_template_iter} times") from last_error
 
 
+@dataclass(frozen=True)
+class _WarpCore:
+    """A direct warp's PSF core: the sigma of the Gaussian of the same peak (inf when
+    unknown), and the neighbour-to-peak ratios (horizontal, vertical, diagonal)."""
+
+    sigma: float = math.inf
+    ratios: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def _warp_core(handle: WarpHandle | None, wcs: WCS | None) -> _WarpCore:
+    """The PSF core of a direct warp, from its own PSF or its inputs' at its box's centre
+    (or the first of a few points inside that an input covers)."""
+    if handle is None:
+        return _WarpCore()
+    kernel = None
+    if handle.psf is not None:
+        kernel = handle.psf.kernel_image()
+    elif handle.coadd_inputs is not None and wcs is not None:
+        b = handle.bbox
+        for fx, fy in ((0.5, 0.5), (0.25, 0.25), (0.75, 0.75), (0.25, 0.75), (0.75, 0.25)):
+            try:
+                kernel = coadd_inputs_psf_at(handle.coadd_inputs, wcs, b.x0 + fx * (b.x1 - b.x0), b.y0 + fy * (b.y1 - b.y0))
+                break
+            except ValueError:
+                continue
+    if kernel is None or not kernel.sum() > 0:
+        return _WarpCore()
+    k = np.asarray(kernel, dtype=np.float64) / float(kernel.sum())
+    c = k.shape[0] // 2
+    peak = float(k[c, c])
+    if not peak > 0:
+        return _WarpCore()
+    ratios = (
+        0.5 * float(k[c, c - 1] + k[c, c + 1]) / peak,
+        0.5 * float(k[c - 1, c] + k[c + 1, c]) / peak,
+        0.25 * float(k[c - 1, c - 1] + k[c - 1, c + 1] + k[c + 1, c - 1] + k[c + 1, c + 1]) / peak,
+    )
+    return _WarpCore(math.sqrt(1.0 / (2.0 * math.pi * peak)), ratios)
+
+
 def _psf_sigma(psf: Any) -> float:
     if psf is None:
         raise ValueError("the template has no PSF, so its detection scale is unknown")
@@ -325,6 +369,98 @@ def unexplained_by_template(
     return np.nan_to_num(value - 3.0 * noise, nan=-np.inf) > most
 
 
+def unexplained_pixels(
+    candidates: ArtifactCandidates, diff: MaskedImage, template: MaskedImage, sharper: np.ndarray,
+    psf_sigma: float, config: CompareWarpConfig,
+) -> np.ndarray:
+    """Per candidate pixel (in :meth:`ArtifactCandidates.pixels` order): whether the
+    direct warp's deviation from the template there exceeds what the sharper epochs show
+    (``sharper``: the largest of their deviations, NaN where none has data) by
+    ``sharp_excess_sigma`` and ``sharp_template_fraction`` of the template.  A PSF
+    mismatch is largest in the sharpest epochs near a source's core, so the galaxy a ray
+    lies on is explained there and the ray is not.  Every pixel of a candidate that
+    :func:`unexplained_by_template` keeps is flagged too, so this only adds to it; the
+    sharper epochs judge only candidates they cover everywhere."""
+    fid, y, x = candidates.pixels()
+    if not len(fid):
+        return np.zeros(0, dtype=bool)
+    bbox = diff.bbox
+    iy, ix = y - bbox.y0, x - bbox.x0
+    other = sharper[iy, ix].astype(np.float64)
+    covered = np.isfinite(other)
+    whole = np.bincount(fid, weights=~covered, minlength=candidates.n) == 0
+    value = diff.image[iy, ix].astype(np.float64)
+    noise = np.sqrt(np.maximum(2.0 * diff.variance[iy, ix].astype(np.float64), 0.0))
+    allowance = config.sharp_template_fraction * np.maximum(template.image[iy, ix].astype(np.float64), 0.0)
+    with np.errstate(invalid="ignore"):
+        beyond = value - np.maximum(np.nan_to_num(other, nan=0.0), 0.0) - config.sharp_excess_sigma * noise > allowance
+    by_template = unexplained_by_template(candidates, diff, template, psf_sigma, config)
+    return by_template[fid] | (whole[fid] & beyond)
+
+
+def _excess_at(diff: MaskedImage, sharper: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The deviation beyond the sharper epochs' (floored at 0) and its variance (two
+    epochs' worth) at array indices; NaN outside the arrays."""
+    ny, nx = sharper.shape
+    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+    jy, jx = np.where(inside, iy, 0), np.where(inside, ix, 0)
+    value = diff.image[jy, jx].astype(np.float64) - np.maximum(np.nan_to_num(sharper[jy, jx], nan=0.0), 0.0)
+    var = 2.0 * diff.variance[jy, jx].astype(np.float64)
+    return np.where(inside, value, np.nan), np.where(inside, var, np.nan)
+
+
+def sharper_than_psf(
+    candidates: ArtifactCandidates, diff: MaskedImage, sharper: np.ndarray,
+    ratios: tuple[float, float, float], n_sigma: float,
+) -> np.ndarray:
+    """Per candidate: whether its excess over the sharper epochs is sharper than the
+    warp's PSF at its peak, ``ratio * (peak - n dpeak) > mean + n dmean`` for the mean of
+    some opposite pair of neighbours (``ratios``: PSF neighbour over peak, horizontal,
+    vertical, diagonal; LSST's condition 3 for a cosmic ray with ``cond3_fac2`` 1).  A
+    change of a source's brightness has the PSF's shape; a ray does not."""
+    n = candidates.n
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    fid, y, x = candidates.pixels()
+    bbox = diff.bbox
+    iy, ix = y - bbox.y0, x - bbox.x0
+    value, _ = _excess_at(diff, sharper, iy, ix)
+    size = np.nan_to_num(value, nan=-np.inf)
+    order = np.lexsort((-size, fid))
+    first = order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
+    py, px = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    py[fid[first]], px[fid[first]] = iy[first], ix[first]
+    peak, peak_var = _excess_at(diff, sharper, py, px)
+    out = np.zeros(n, dtype=bool)
+    for (dy, dx), ratio in zip(((0, 1), (1, 0), (1, 1), (1, -1)), (ratios[0], ratios[1], ratios[2], ratios[2])):
+        a, va = _excess_at(diff, sharper, py - dy, px - dx)
+        b, vb = _excess_at(diff, sharper, py + dy, px + dx)
+        mean, mean_sd = 0.5 * (a + b), 0.5 * np.sqrt(va + vb)
+        with np.errstate(invalid="ignore"):
+            out |= np.nan_to_num(ratio * (peak - n_sigma * np.sqrt(peak_var)) > mean + n_sigma * mean_sd, nan=False).astype(bool)
+    return out
+
+
+def restrict_candidates(
+    candidates: ArtifactCandidates, flags: np.ndarray, bbox: Box, grow: int
+) -> ArtifactCandidates:
+    """The ``flags`` pixels of ``candidates`` grown by ``grow`` pixels within them, as
+    new (8-connected) candidates."""
+    fid, y, x = candidates.pixels()
+    if not flags.any():
+        return ArtifactCandidates.empty()
+    box = Box.enclosing(x, y)
+    inside = np.zeros(box.shape, dtype=bool)
+    inside[y - box.y0, x - box.x0] = True
+    keep = np.zeros(box.shape, dtype=bool)
+    keep[y[flags] - box.y0, x[flags] - box.x0] = True
+    if grow:
+        keep = ndimage.binary_dilation(keep, structure=np.ones((3, 3), bool), iterations=grow, mask=inside)
+    labels, _ = ndimage.label(keep, structure=np.ones((3, 3), bool))
+    spans, ids = _label_runs(labels, box.y0, box.x0)
+    return ArtifactCandidates(spans, ids, int(labels.max()))
+
+
 class EpochSourceFluxes:
     """Every epoch's PSF-weighted flux, and its variance, at each template source: a
     variable is there in the epochs other than the one it deviates in; a transient that
@@ -373,6 +509,7 @@ def filter_artifacts(
     template_footprints: Footprints | None = None,
     core: np.ndarray | None = None,
     preserve: np.ndarray | None = None,
+    uncontained: np.ndarray | None = None,
 ) -> ArtifactCandidates:
     """Keep the candidates that are transient: more than ``spatialThreshold`` of their
     pixels deviate in at least one but at most the effective maximum number of epochs
@@ -386,7 +523,9 @@ def filter_artifacts(
     protection although its footprint now reaches into the star's wings.
 
     ``preserve`` (one flag per candidate) keeps the flagged ones out too: the variable
-    sources of :func:`match_variable_sources`."""
+    sources of :func:`match_variable_sources`; ``uncontained`` (one flag per candidate)
+    exempts the flagged ones from the containment rescue: those sharper than any
+    source (:func:`sharper_than_psf`)."""
     if candidates.n == 0:
         return candidates
     fid, y, x = candidates.pixels()
@@ -415,6 +554,8 @@ def filter_artifacts(
         lowest = np.full(candidates.n, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(lowest, cfid, labels)
         contained = (lowest == first) & (lowest > 0)
+        if uncontained is not None:
+            contained &= ~uncontained
         keep &= ~contained
     return candidates.select(keep)
 
@@ -483,13 +624,22 @@ def find_artifacts(
     sharp_count = None if sharp_handles is None else np.zeros(bbox.shape, dtype=np.int32)
     passes: list[list[_Candidates | None]] = [[None] * n_warps, [None] * n_warps]  # PSF-matched, sharp
     fluxes = None if sources is None else EpochSourceFluxes(template.masked_image, sources, n_warps, sigma)
+    order = list(range(n_warps))
+    sharper = None  # per pixel, the largest deviation of the sharper direct warps done so far
+    cores = [_WarpCore()] * n_warps
+    if sharp_handles is not None and config.sharp_compare_sharper_epochs:
+        cores = [_warp_core(h, template.wcs) for h in sharp_handles]
+        order.sort(key=lambda j: cores[j].sigma)
+        sharper = np.full(bbox.shape, np.nan, dtype=np.float32)
     no_data_spans: list[np.ndarray] = [empty_spans()] * n_warps
     edge_spans: list[np.ndarray] = [empty_spans()] * n_warps
     whole = spans_from_mask(np.ones(bbox.shape, bool), bbox)
     bad_for_count = np.int32(planes.bitmask("NO_DATA", "BAD", "SAT"))
+    unknown = np.int32(planes.bitmask("NO_DATA", "BAD", "SAT", "SUSPECT", "CR", "INTRP"))
     diff = MaskedImage.empty(bbox, planes=planes)
     finite = np.empty(bbox.shape, dtype=bool)
-    for i, handle in enumerate(psf_matched_handles):
+    for i in order:
+        handle = psf_matched_handles[i]
         if handle is None:
             no_data_spans[i] = whole
             continue
@@ -506,8 +656,12 @@ def find_artifacts(
             difference_into(direct, template.masked_image, config, diff)
             passes[1][i] = _detect_candidates(
                 diff, config.sharp_sigma, config.sharp_detect, config, sharp_count, fluxes,
-                explain=(template.masked_image, sigma),
+                explain=(template.masked_image, sigma), sharper=None if sharper is None else (sharper, cores[i].ratios),
             )
+            if sharper is not None:
+                # what a sharper warp does not know (saturated cores, repaired pixels) explains nothing
+                diff.image[(diff.mask & unknown) != 0] = np.nan
+                np.fmax(sharper, diff.image, out=sharper)
     alt_masks: list[AltMask] = []
     kept: list[ArtifactCandidates | None] = [None] * n_warps
     for i in range(n_warps):
@@ -520,7 +674,7 @@ def find_artifacts(
                 if fluxes is not None and found.on_source is not None and (found.on_source >= 0).any():
                     preserve = found.on_source >= 0
                     preserve[preserve] = fluxes.others_snr(i, found.on_source[preserve]) >= config.variable_min_template_snr
-                cands = filter_artifacts(cands, count, n_image, bbox, config, template_fp, found.core, preserve)
+                cands = filter_artifacts(cands, count, n_image, bbox, config, template_fp, found.core, preserve, found.sharp)
             kept[i] = cands if kept[i] is None else kept[i].extended(cands)
         clipped = kept[i].spans if kept[i] is not None else empty_spans()
         alt_masks.append(AltMask(clipped=clipped, no_data=no_data_spans[i], edge=edge_spans[i]))
@@ -537,6 +691,9 @@ class _Candidates:
     candidates: ArtifactCandidates
     core: np.ndarray | None = None
     on_source: np.ndarray | None = None
+    sharp: np.ndarray | None = None
+    """Per candidate: sharper than the warp's PSF, so neither a variable nor rescued by
+    containment in a template source."""
 
 
 def _detect_candidates(
@@ -547,10 +704,13 @@ def _detect_candidates(
     count: np.ndarray,
     fluxes: EpochSourceFluxes | None,
     explain: tuple[MaskedImage, float] | None = None,
+    sharper: tuple[np.ndarray, tuple[float, float, float]] | None = None,
 ) -> _Candidates:
     """Detect on ``diff`` (``sigma``: the smoothing scale), prefilter, keep only those the
-    template cannot explain (``explain``: template and its PSF sigma), add them to the
-    epoch ``count`` and match them with the template's sources."""
+    template cannot explain (``explain``: template and its PSF sigma; with ``sharper``,
+    the sharper epochs' largest deviation and this warp's PSF neighbour ratios, only
+    their pixels that it cannot explain either), add them to the epoch ``count`` and
+    match them with the template's sources (not those sharper than this warp's PSF)."""
     bbox = diff.bbox
     result = detect_footprints(diff, sigma, detect)
     fp = result.positive
@@ -560,7 +720,11 @@ def _detect_candidates(
     if config.do_prefilter_artifacts:
         cands = prefilter_artifacts(cands, diff.mask, bbox, diff.planes, config)
     if explain is not None and cands.n:
-        cands = cands.select(unexplained_by_template(cands, diff, explain[0], explain[1], config))
+        if sharper is None:
+            cands = cands.select(unexplained_by_template(cands, diff, explain[0], explain[1], config))
+        else:
+            flags = unexplained_pixels(cands, diff, explain[0], sharper[0], explain[1], config)
+            cands = restrict_candidates(cands, flags, bbox, config.sharp_grow)
     out = _Candidates(cands)
     if cands.n:
         _, y, x = cands.pixels()
@@ -569,6 +733,10 @@ def _detect_candidates(
             out.core = result.seeds[y - bbox.y0, x - bbox.x0]
         if fluxes is not None:
             out.on_source = match_variable_sources(cands, diff.image, bbox, fluxes.peaks, fluxes.sigma, config, out.core)
+        if sharper is not None:
+            out.sharp = sharper_than_psf(cands, diff, sharper[0], sharper[1], config.sharp_shape_sigma)
+            if out.on_source is not None:
+                out.on_source[out.sharp] = -1
     return out
 
 

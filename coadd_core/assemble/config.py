@@ -316,6 +316,40 @@ class CompareWarpConfig(AssembleCoaddConfig):
     sharp_detect: DetectionConfig = Field(
         default_factory=default_sharp_detection, description="Detection of sharp deviations of direct warps."
     )
+    sharp_compare_sharper_epochs: bool = Field(
+        True,
+        description=(
+            "Judge a direct warp's sharp deviation pixel by pixel against the direct warps with a smaller PSF "
+            "sigma: near a source's core they deviate from the template at least as much, while a ray is in "
+            "one epoch only.  A candidate the template-flux bound explains still keeps its pixels deviating "
+            "by sharp_excess_sigma more than the sharper epochs show there and by sharp_template_fraction of "
+            "the template (grown by sharp_grow within it), so a ray on a galaxy is no longer explained by the "
+            "galaxy's flux.  Processing runs from the sharpest direct warp.  [project default; LSST: none]"
+        ),
+    )
+    sharp_excess_sigma: float = Field(
+        3.0, gt=0,
+        description="Least excess over the sharper epochs' deviation, in sigma of the difference of two epochs "
+        "(sqrt(2) times this warp's difference noise).",
+    )
+    sharp_template_fraction: float = Field(
+        1.0, ge=0,
+        description="Allowance, as a fraction of the template there, for what the sharper epochs cannot show: "
+        "on a source's wing, beyond the radius where PSFs cross, a sharper PSF gives less light (for "
+        "Gaussians, up to about 0.6 of the template where the warp exceeds it), and PSF-shape differences.",
+    )
+    sharp_shape_sigma: float = Field(
+        2.5, ge=0,
+        description="A candidate of sharp_compare_sharper_epochs is no source's change of brightness when its "
+        "excess over the sharper epochs is sharper than the warp's PSF across some direction by this many sigma "
+        "(LSST's cond3_fac for a cosmic ray's pixel, with the PSF's own neighbour ratio): the variable-source "
+        "rescue then does not apply to it.",
+    )
+    sharp_grow: int = Field(
+        2, ge=0,
+        description="Pixels by which a candidate's unexplained pixels are grown, within its footprint: the "
+        "resampled ray's faint edges.",
+    )
     do_prefilter_artifacts: bool = Field(
         True, description="Drop candidates mostly on bad pixels; LSST doPrefilterArtifacts, True."
     )
