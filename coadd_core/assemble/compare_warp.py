@@ -3,7 +3,10 @@ template, then left out of a plain mean (LSST ``CompareWarpAssembleCoaddTask``, 
 
 Sharp deviations of the direct warps that the template's flux cannot explain (rays the
 ISR left, its repair residuals) are candidates too: the PSF-matched warps show them at a
-fifth of their significance.
+fifth of their significance.  Where the template's flux does explain a deviation (a ray
+on a galaxy), its pixels are also judged against the sharper direct warps, which show a
+source's core at least as bright but not a ray; a candidate sharper than its warp's PSF
+is then neither a variable nor rescued by containment.
 
 The pieces compose explicitly::
 
