@@ -448,10 +448,19 @@ def restrict_candidates(
     candidates: ArtifactCandidates, flags: np.ndarray, bbox: Box, grow: int
 ) -> ArtifactCandidates:
     """The ``flags`` pixels of ``candidates`` grown by ``grow`` pixels within them, as
-    new (8-connected) candidates."""
+    new (8-connected) candidates; those flagged everywhere stay as they are."""
     fid, y, x = candidates.pixels()
     if not flags.any():
         return ArtifactCandidates.empty()
+    n_flagged = np.bincount(fid, weights=flags, minlength=candidates.n)
+    n_pixels = np.bincount(fid, minlength=candidates.n)
+    whole = n_flagged == n_pixels
+    part = (n_flagged > 0) & ~whole
+    kept = candidates.select(whole)
+    if not part.any():
+        return kept
+    use = part[fid]
+    fid, y, x, flags = fid[use], y[use], x[use], flags[use]
     box = Box.enclosing(x, y)
     inside = np.zeros(box.shape, dtype=bool)
     inside[y - box.y0, x - box.x0] = True
@@ -459,9 +468,9 @@ def restrict_candidates(
     keep[y[flags] - box.y0, x[flags] - box.x0] = True
     if grow:
         keep = ndimage.binary_dilation(keep, structure=np.ones((3, 3), bool), iterations=grow, mask=inside)
-    labels, _ = ndimage.label(keep, structure=np.ones((3, 3), bool))
+    labels, n = ndimage.label(keep, structure=np.ones((3, 3), bool))
     spans, ids = _label_runs(labels, box.y0, box.x0)
-    return ArtifactCandidates(spans, ids, int(labels.max()))
+    return kept.extended(ArtifactCandidates(spans, ids, int(n)))
 
 
 class EpochSourceFluxes:
