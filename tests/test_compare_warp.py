@@ -21,6 +21,7 @@ from coadd_core.assemble.compare_warp import (
     effective_max_epochs,
     filter_artifacts,
     find_artifacts,
+    sharper_than_psf,
 )
 from coadd_core.assemble.scale_variance import measure_variance_scale
 from coadd_core.assemble.template_sources import TemplateSources
@@ -496,6 +497,33 @@ def test_ray_on_a_galaxy_is_clipped_against_the_sharper_epochs_and_a_variable_is
     others = np.mean([w.image[y, x] for i, w in enumerate(direct) if i != ray_epoch])
     assert on.coadd.image[y, x] == pytest.approx(others, abs=1e-3)
     assert off.coadd.image[y, x] - others > 200.0 / len(sigmas) - 2 * NOISE
+
+
+def test_sharper_than_psf_tells_a_ray_from_a_change_of_brightness():
+    """On a warp of PSF sigma 2: a star brightened by 20 sigma at its peak has the PSF's
+    shape (not sharper); a 2-pixel ray of the same peak is.  The sharper epochs' own
+    deviation (here a galaxy's core, 4 px away) is taken out first."""
+    box = Box(0, 0, 39, 39)
+    rng = np.random.default_rng(47)
+    psf = GaussianPsf(2.0, size=15)
+    k = psf.kernel_image()
+    c = k.shape[0] // 2
+    ratios = (k[c, c + 1] / k[c, c], k[c + 1, c] / k[c, c], k[c + 1, c + 1] / k[c, c])
+    sharper = np.full(box.shape, np.nan, np.float32)
+    sharper[:, :] = render_blob(box, 24, 20, 300.0, 2.0)
+    results = []
+    for kind in ("star", "ray"):
+        image = rng.normal(0, NOISE, box.shape) + sharper
+        if kind == "star":
+            image += render_blob(box, 20, 20, 200.0, 2.0)
+        else:
+            image[20, 19:21] += 200.0
+        diff = MaskedImage.empty(box)
+        diff.image[...] = image
+        diff.variance[...] = NOISE**2 / 2  # two epochs' worth is twice this
+        cands = ArtifactCandidates(np.array([[y, 17, 22] for y in range(18, 23)], np.int32), np.zeros(5, np.int32), 1)
+        results.append(bool(sharper_than_psf(cands, diff, sharper, ratios, 2.5)[0]))
+    assert results == [False, True]
 
 
 def test_filter_artifacts_spatial_rule():

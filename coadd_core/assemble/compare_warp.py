@@ -38,12 +38,12 @@ from ..exposure import Exposure
 from ..geom import Box
 from ..image import MaskedImage
 from ..masks import MaskPlanes, remap_mask, standard_planes
+from ..warp.inputs import coadd_inputs_psf_at
 from .alt_masks import AltMask, empty_spans, spans_from_mask
 from .assemble import AssembleResult, assemble
 from .config import CompareWarpConfig, StaticSkyModelConfig
 from .prepare import NoWorkFound, WarpHandle, compute_weights
 from .scale_variance import measure_variance_scale
-from ..warp.inputs import coadd_inputs_psf_at
 from .template_sources import TemplateSources, psf_weighted_fluxes, psf_weights, template_sources
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "psf_weighted_fluxes",
     "prefilter_artifacts",
     "restrict_candidates",
+    "sharper_than_psf",
     "unexplained_pixels",
     "template_sources",
     "with_psf_matched_polygons",
@@ -220,11 +221,12 @@ def detect_template_footprints(template: Exposure, config: CompareWarpConfig) ->
 
 @dataclass(frozen=True)
 class _WarpCore:
-    """A direct warp's PSF core: the sigma of the Gaussian of the same peak (inf when
-    unknown), and the neighbour-to-peak ratios (horizontal, vertical, diagonal)."""
+    """A direct warp's PSF core: the sigma of the Gaussian of the same peak, and the
+    neighbour-to-peak ratios (horizontal, vertical, diagonal).  Unknown: sigma inf (done
+    last) and ratios 0, so that nothing is judged sharper than it."""
 
     sigma: float = math.inf
-    ratios: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ratios: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def _warp_core(handle: WarpHandle | None, wcs: WCS | None) -> _WarpCore:
@@ -439,8 +441,8 @@ def sharper_than_psf(
         a, va = _excess_at(diff, sharper, py - dy, px - dx)
         b, vb = _excess_at(diff, sharper, py + dy, px + dx)
         mean, mean_sd = 0.5 * (a + b), 0.5 * np.sqrt(va + vb)
-        with np.errstate(invalid="ignore"):
-            out |= np.nan_to_num(ratio * (peak - n_sigma * np.sqrt(peak_var)) > mean + n_sigma * mean_sd, nan=False).astype(bool)
+        with np.errstate(invalid="ignore"):  # NaN (off the arrays) compares False
+            out |= ratio * (peak - n_sigma * np.sqrt(peak_var)) > mean + n_sigma * mean_sd
     return out
 
 

@@ -342,8 +342,8 @@ class CompareWarpConfig(AssembleCoaddConfig):
         2.5, ge=0,
         description="A candidate of sharp_compare_sharper_epochs is no source's change of brightness when its "
         "excess over the sharper epochs is sharper than the warp's PSF across some direction by this many sigma "
-        "(LSST's cond3_fac for a cosmic ray's pixel, with the PSF's own neighbour ratio): the variable-source "
-        "rescue then does not apply to it.",
+        "(LSST's cond3_fac for a cosmic ray's pixel, with the PSF's own neighbour ratio): neither the "
+        "variable-source rescue nor the containment rescue then applies to it.",
     )
     sharp_grow: int = Field(
         2, ge=0,
