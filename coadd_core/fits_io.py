@@ -352,7 +352,14 @@ def _write_local_atomic(hdulist: fits.HDUList, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            hdulist.writeto(handle)
+            try:
+                hdulist.writeto(handle)
+            except AttributeError as exc:
+                # astropy's free-space check fails on an open handle (no file name) and
+                # hides the OSError it was reporting, e.g. a full disk
+                if isinstance(exc.__context__, OSError):
+                    raise OSError(exc.__context__.errno, f"{path}: {exc.__context__.strerror}") from exc.__context__
+                raise
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)

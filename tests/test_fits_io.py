@@ -360,6 +360,27 @@ def test_write_is_atomic(tmp_path: pathlib.Path, exposure_factory: Any) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["atomic.fits"]
 
 
+def test_a_full_disk_is_reported_as_such_and_leaves_nothing(
+    tmp_path: pathlib.Path, exposure_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """astropy's free-space check fails on an open file handle and hides the OSError it
+    reports; the writer names the file and the cause, and removes its temporary."""
+    import errno
+
+    import coadd_core.fits_io as fits_io
+
+    class FullDisk(io.FileIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fits_io.os, "fdopen", lambda fd, mode="wb", *a, **k: FullDisk(fd, "wb", closefd=True))
+    path = tmp_path / "full.fits"
+    with pytest.raises(OSError, match="full.fits: No space left on device") as info:
+        write_exposure(exposure_factory(), path)
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cheap_readers(tmp_path: pathlib.Path, exposure_factory: Any) -> None:
     exp = exposure_factory()
     path = tmp_path / "meta.fits"
