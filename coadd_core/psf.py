@@ -32,6 +32,7 @@ __all__ = [
     "Psf",
     "PsfStamp",
     "adaptive_moments",
+    "neighbour_ratios",
 ]
 
 #: FWHM / sigma of a Gaussian.
@@ -43,6 +44,20 @@ class PsfStamp(NamedTuple):
 
     array: np.ndarray
     bbox: Box
+
+
+def neighbour_ratios(kernel: np.ndarray) -> tuple[float, float, float]:
+    """A centred PSF kernel's (horizontal, vertical, diagonal) neighbour-pair means over
+    its peak: how much sharper than the PSF a pixel may not be (cosmic-ray condition 3)."""
+    c = kernel.shape[0] // 2
+    peak = float(kernel[c, c])
+    if not peak > 0:
+        raise ValueError("PSF kernel has no positive centre")
+    return (
+        0.5 * float(kernel[c, c - 1] + kernel[c, c + 1]) / peak,
+        0.5 * float(kernel[c - 1, c] + kernel[c + 1, c]) / peak,
+        0.25 * float(kernel[c - 1, c - 1] + kernel[c - 1, c + 1] + kernel[c + 1, c - 1] + kernel[c + 1, c + 1]) / peak,
+    )
 
 
 def _stamp_box(x: float, y: float, size: int) -> tuple[Box, float, float]:

@@ -38,6 +38,7 @@ from ..exposure import Exposure
 from ..geom import Box
 from ..image import MaskedImage
 from ..masks import MaskPlanes, remap_mask, standard_planes
+from ..psf import neighbour_ratios
 from ..warp.inputs import coadd_inputs_psf_at
 from .alt_masks import AltMask, empty_spans, spans_from_mask
 from .assemble import AssembleResult, assemble
@@ -248,16 +249,12 @@ def _warp_core(handle: WarpHandle | None, wcs: WCS | None) -> _WarpCore:
     if kernel is None or not kernel.sum() > 0:
         return _WarpCore()
     k = np.asarray(kernel, dtype=np.float64) / float(kernel.sum())
-    c = k.shape[0] // 2
-    peak = float(k[c, c])
-    if not peak > 0:
+    try:
+        ratios = neighbour_ratios(k)
+    except ValueError:
         return _WarpCore()
-    ratios = (
-        0.5 * float(k[c, c - 1] + k[c, c + 1]) / peak,
-        0.5 * float(k[c - 1, c] + k[c + 1, c]) / peak,
-        0.25 * float(k[c - 1, c - 1] + k[c - 1, c + 1] + k[c + 1, c - 1] + k[c + 1, c + 1]) / peak,
-    )
-    return _WarpCore(math.sqrt(1.0 / (2.0 * math.pi * peak)), ratios)
+    c = k.shape[0] // 2
+    return _WarpCore(math.sqrt(1.0 / (2.0 * math.pi * float(k[c, c]))), ratios)
 
 
 def _psf_sigma(psf: Any) -> float:
@@ -310,12 +307,18 @@ def _seed_pixels(fid: np.ndarray, n: int, core: np.ndarray | None) -> np.ndarray
     return core | ~has_core[fid]
 
 
+def _largest_per_candidate(fid: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Index (into the pixel arrays) of each candidate's largest ``size`` pixel, in
+    the order of the candidates present."""
+    order = np.lexsort((-size, fid))
+    return order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
+
+
 def _candidate_peaks(fid: np.ndarray, y: np.ndarray, x: np.ndarray, n: int, diff: np.ndarray, bbox: Box) -> np.ndarray:
     """``(n, 2)`` parent ``(x, y)`` of each candidate's largest ``|diff|`` pixel."""
     with np.errstate(invalid="ignore"):
         size = np.nan_to_num(np.abs(diff[y - bbox.y0, x - bbox.x0]), nan=-1.0)
-    order = np.lexsort((-size, fid))
-    first = order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
+    first = _largest_per_candidate(fid, size)
     out = np.zeros((n, 2), dtype=np.int64)
     out[fid[first], 0], out[fid[first], 1] = x[first], y[first]
     return out
@@ -374,6 +377,17 @@ def unexplained_by_template(
     return np.nan_to_num(value - 3.0 * noise, nan=-np.inf) > most
 
 
+def _excess_at(diff: MaskedImage, sharper: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The deviation beyond the sharper epochs' (floored at 0) and its variance (two
+    epochs' worth) at array indices; NaN outside the arrays."""
+    ny, nx = sharper.shape
+    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+    jy, jx = np.where(inside, iy, 0), np.where(inside, ix, 0)
+    value = diff.image[jy, jx].astype(np.float64) - np.maximum(np.nan_to_num(sharper[jy, jx], nan=0.0), 0.0)
+    var = 2.0 * diff.variance[jy, jx].astype(np.float64)
+    return np.where(inside, value, np.nan), np.where(inside, var, np.nan)
+
+
 def unexplained_pixels(
     candidates: ArtifactCandidates, diff: MaskedImage, template: MaskedImage, sharper: np.ndarray,
     psf_sigma: float, config: CompareWarpConfig,
@@ -391,27 +405,13 @@ def unexplained_pixels(
         return np.zeros(0, dtype=bool)
     bbox = diff.bbox
     iy, ix = y - bbox.y0, x - bbox.x0
-    other = sharper[iy, ix].astype(np.float64)
-    covered = np.isfinite(other)
-    whole = np.bincount(fid, weights=~covered, minlength=candidates.n) == 0
-    value = diff.image[iy, ix].astype(np.float64)
-    noise = np.sqrt(np.maximum(2.0 * diff.variance[iy, ix].astype(np.float64), 0.0))
+    whole = np.bincount(fid, weights=~np.isfinite(sharper[iy, ix]), minlength=candidates.n) == 0
+    excess, var = _excess_at(diff, sharper, iy, ix)
     allowance = config.sharp_template_fraction * np.maximum(template.image[iy, ix].astype(np.float64), 0.0)
     with np.errstate(invalid="ignore"):
-        beyond = value - np.maximum(np.nan_to_num(other, nan=0.0), 0.0) - config.sharp_excess_sigma * noise > allowance
+        beyond = excess - config.sharp_excess_sigma * np.sqrt(np.maximum(var, 0.0)) > allowance
     by_template = unexplained_by_template(candidates, diff, template, psf_sigma, config)
     return by_template[fid] | (whole[fid] & beyond)
-
-
-def _excess_at(diff: MaskedImage, sharper: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The deviation beyond the sharper epochs' (floored at 0) and its variance (two
-    epochs' worth) at array indices; NaN outside the arrays."""
-    ny, nx = sharper.shape
-    inside = (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
-    jy, jx = np.where(inside, iy, 0), np.where(inside, ix, 0)
-    value = diff.image[jy, jx].astype(np.float64) - np.maximum(np.nan_to_num(sharper[jy, jx], nan=0.0), 0.0)
-    var = 2.0 * diff.variance[jy, jx].astype(np.float64)
-    return np.where(inside, value, np.nan), np.where(inside, var, np.nan)
 
 
 def sharper_than_psf(
@@ -430,9 +430,7 @@ def sharper_than_psf(
     bbox = diff.bbox
     iy, ix = y - bbox.y0, x - bbox.x0
     value, _ = _excess_at(diff, sharper, iy, ix)
-    size = np.nan_to_num(value, nan=-np.inf)
-    order = np.lexsort((-size, fid))
-    first = order[np.r_[True, fid[order][1:] != fid[order][:-1]]]
+    first = _largest_per_candidate(fid, np.nan_to_num(value, nan=-np.inf))
     py, px = np.zeros(n, np.int64), np.zeros(n, np.int64)
     py[fid[first]], px[fid[first]] = iy[first], ix[first]
     peak, peak_var = _excess_at(diff, sharper, py, px)

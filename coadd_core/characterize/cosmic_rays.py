@@ -79,7 +79,7 @@ import numba
 import numpy as np
 
 from ..image import MaskedImage
-from ..psf import Psf
+from ..psf import Psf, neighbour_ratios
 from .config import CosmicRayConfig
 
 __all__ = ["CosmicRayResult", "find_cosmic_rays", "psf_sharpness_thresholds"]
@@ -121,14 +121,7 @@ class CosmicRayResult:
 
 def psf_sharpness_thresholds(psf: Psf, cond3_fac2: float) -> tuple[float, float, float]:
     """(horizontal, vertical, diagonal) thresholds: ``cond3_fac2`` x PSF neighbour / peak."""
-    k = psf.kernel_image()
-    c = k.shape[0] // 2
-    peak = float(k[c, c])
-    if not peak > 0:
-        raise ValueError("PSF kernel has no positive centre")
-    th_h = 0.5 * float(k[c, c - 1] + k[c, c + 1]) / peak
-    th_v = 0.5 * float(k[c - 1, c] + k[c + 1, c]) / peak
-    th_d = 0.25 * float(k[c - 1, c - 1] + k[c - 1, c + 1] + k[c + 1, c - 1] + k[c + 1, c + 1]) / peak
+    th_h, th_v, th_d = neighbour_ratios(psf.kernel_image())
     return cond3_fac2 * th_h, cond3_fac2 * th_v, cond3_fac2 * th_d
 
 
